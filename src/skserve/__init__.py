@@ -1,0 +1,41 @@
+"""A small, fast, observable HTTP server for one scikit-learn model."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+
+from skserve import api
+from skserve.model import LoadedModel
+
+DEFAULTS: dict[str, Any] = {
+    "MODEL_DIR": "models",
+    "MAX_ROWS": 1000,
+    "MAX_BODY_BYTES": 1024 * 1024,
+    "ALLOW_VERSION_MISMATCH": False,
+}
+
+
+def create_app(test_config: dict[str, Any] | None = None) -> Flask:
+    """Build the app around the verified model; raises ArtifactError when it cannot be served.
+
+    Settings come from `DEFAULTS`, then the environment (`MODEL_DIR`, and `SKSERVE_<NAME>`
+    for the others), or from `test_config` alone when given.
+    """
+    app = Flask(__name__)
+    app.config.from_mapping(DEFAULTS)
+    if test_config is None:
+        app.config["MODEL_DIR"] = os.environ.get("MODEL_DIR", DEFAULTS["MODEL_DIR"])
+        app.config.from_prefixed_env("SKSERVE")
+    else:
+        app.config.from_mapping(test_config)
+    app.extensions[api.MODEL_EXTENSION] = LoadedModel.load(
+        Path(app.config["MODEL_DIR"]),
+        allow_version_mismatch=app.config["ALLOW_VERSION_MISMATCH"],
+    )
+    app.register_blueprint(api.bp)
+    api.register_error_handlers(app)
+    return app

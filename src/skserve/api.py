@@ -1,0 +1,100 @@
+"""The HTTP layer: parse, validate, predict, encode. Business logic lives in schema and model."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from flask import Blueprint, Flask, Response, current_app, request
+from werkzeug.exceptions import HTTPException
+from werkzeug.wrappers import Response as WerkzeugResponse
+
+from skserve.errors import APIError, PayloadTooLarge, UnsupportedMediaType
+from skserve.model import LoadedModel
+from skserve.schema import parse_json, rows_to_matrix
+
+bp = Blueprint("api", __name__)
+
+MODEL_EXTENSION = "skserve.model"
+
+
+def loaded_model(app: Flask | None = None) -> LoadedModel:
+    """The model the app was created with."""
+    model: LoadedModel = (app or current_app).extensions[MODEL_EXTENSION]
+    return model
+
+
+def json_response(body: Any, status: int = 200) -> Response:
+    """Strict JSON (no NaN or Infinity), compact, UTF-8."""
+    return Response(
+        json.dumps(body, allow_nan=False, separators=(",", ":")),
+        status=status,
+        mimetype="application/json",
+    )
+
+
+@bp.post("/predict")
+def predict() -> Response:
+    model = loaded_model()
+    rows = rows_to_matrix(read_json_body(), model.feature_names, current_app.config["MAX_ROWS"])
+    prediction = model.predict(rows)
+    return json_response(
+        {
+            "predictions": prediction.labels,
+            "probabilities": prediction.probabilities,
+            "model_version": model.version,
+        }
+    )
+
+
+@bp.get("/health")
+def health() -> Response:
+    return json_response({"status": "ok"})
+
+
+@bp.get("/ready")
+def ready() -> Response:
+    # The factory refuses to build an app without a verified model, so an app that answers is ready.
+    return json_response({"status": "ready", "model_version": loaded_model().version})
+
+
+@bp.get("/model")
+def model_card() -> Response:
+    return json_response(loaded_model().card)
+
+
+def read_json_body() -> Any:
+    """The request's JSON body, after checking its content type and size."""
+    if request.mimetype != "application/json":
+        raise UnsupportedMediaType(
+            f"expected Content-Type application/json, got {request.mimetype or 'none'}"
+        )
+    limit = current_app.config["MAX_BODY_BYTES"]
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(f"request body is {request.content_length} bytes; the limit is {limit}")
+    body = request.stream.read(limit + 1)
+    if len(body) > limit:
+        raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
+    return parse_json(body)
+
+
+def error_body(code: str, message: str) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message}}
+
+
+def handle_api_error(error: APIError) -> Response:
+    return json_response(error_body(error.code, error.message), error.status)
+
+
+def handle_http_exception(error: HTTPException) -> WerkzeugResponse:
+    """Werkzeug's 404, 405, 500 and friends, in the API's one error shape."""
+    response = error.get_response()  # keeps headers such as 405's Allow
+    code = error.name.lower().replace(" ", "_")
+    response.set_data(json.dumps(error_body(code, error.description or error.name)))
+    response.mimetype = "application/json"
+    return response
+
+
+def register_error_handlers(app: Flask) -> None:
+    app.register_error_handler(APIError, handle_api_error)
+    app.register_error_handler(HTTPException, handle_http_exception)

@@ -1,0 +1,113 @@
+"""Loading, verifying and calling the saved model; knows nothing of HTTP."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+import sklearn
+
+from skserve.artifact import CARD_FILE, MODEL_FILE, read_card, sha256_of
+
+log = logging.getLogger(__name__)
+
+
+class ArtifactError(RuntimeError):
+    """The artifact cannot be served: missing, corrupt, or not the one its card describes.
+
+    A RuntimeError because gunicorn prints a RuntimeError raised while preloading the app as
+    one line and exits 1, rather than a traceback.
+    """
+
+
+@dataclass(frozen=True)
+class Prediction:
+    labels: list[Any]
+    probabilities: list[dict[str, float]]
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    estimator: Any
+    card: dict[str, Any]
+
+    @classmethod
+    def load(cls, model_dir: Path, *, allow_version_mismatch: bool = False) -> LoadedModel:
+        """Load and verify the pair in `model_dir`; raise ArtifactError with one clear sentence."""
+        try:
+            card = read_card(model_dir)
+        except FileNotFoundError:
+            raise ArtifactError(f"no model card at {model_dir / CARD_FILE}: run `make train` first") from None
+        except (OSError, ValueError) as error:
+            raise ArtifactError(f"unreadable model card {model_dir / CARD_FILE}: {error}") from None
+        _check_card(card)
+        model_path = model_dir / MODEL_FILE
+        try:
+            actual_sha = sha256_of(model_path)
+        except OSError as error:
+            raise ArtifactError(f"cannot read {model_path}: {error.strerror}") from None
+        if actual_sha != card["sha256"]:
+            raise ArtifactError(
+                f"{model_path} does not match its card: sha256 is {actual_sha}, "
+                f"{CARD_FILE} expects {card['sha256']}"
+            )
+        _check_sklearn_version(card, allow_version_mismatch)
+        try:
+            estimator = joblib.load(model_path)
+        except Exception as error:  # unpickling can raise nearly anything; all mean "unusable"
+            raise ArtifactError(f"cannot load {model_path}: {type(error).__name__}: {error}") from None
+        return cls(estimator=estimator, card=card)
+
+    @property
+    def version(self) -> str:
+        return str(self.card["version"])
+
+    @property
+    def feature_names(self) -> list[str]:
+        return list(self.card["features"])
+
+    @property
+    def classes(self) -> list[Any] | None:
+        return self.card.get("classes")
+
+    def predict(self, rows: np.ndarray) -> Prediction:
+        """Predict a 2-D float64 array of rows in feature order.
+
+        The model is called once: the label is the class of highest probability, which is how
+        `predict` decides for every classifier training offers (tests hold them to it), so
+        callers get both for the price of one model call.
+        """
+        probabilities = self.estimator.predict_proba(rows)
+        classes = self.estimator.classes_
+        labels = classes.take(probabilities.argmax(axis=1)).tolist()
+        names = [str(name) for name in classes.tolist()]
+        return Prediction(
+            labels=labels,
+            probabilities=[dict(zip(names, row, strict=True)) for row in probabilities.tolist()],
+        )
+
+
+REQUIRED_CARD_KEYS = ("version", "features", "sha256", "versions")
+
+
+def _check_card(card: dict[str, Any]) -> None:
+    missing = [key for key in REQUIRED_CARD_KEYS if key not in card]
+    if missing:
+        raise ArtifactError(f"{CARD_FILE} lacks required keys {missing}")
+
+
+def _check_sklearn_version(card: dict[str, Any], allow_mismatch: bool) -> None:
+    trained_with = card["versions"].get("scikit-learn")
+    if trained_with == sklearn.__version__:
+        return
+    message = (
+        f"model was trained with scikit-learn {trained_with} but {sklearn.__version__} is "
+        "installed; predictions may differ"
+    )
+    if not allow_mismatch:
+        raise ArtifactError(f"{message}. Retrain it, or set SKSERVE_ALLOW_VERSION_MISMATCH=true")
+    log.warning("%s (allowed by SKSERVE_ALLOW_VERSION_MISMATCH)", message)

@@ -1,0 +1,110 @@
+"""Turning an untrusted /predict body into a float64 matrix in the model's feature order."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+import numpy as np
+
+from skserve.errors import InvalidInput, PayloadTooLarge
+
+REQUIRED_FORMAT = (
+    'expected a JSON object {"instances": [row, ...]} where each row is a list of numbers in '
+    "feature order or an object mapping every feature name to a number"
+)
+
+
+def parse_json(body: bytes) -> Any:
+    """Parse strict JSON: NaN and Infinity literals, non-UTF-8 text and runaway nesting are refused."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidInput("request body is not UTF-8 encoded JSON") from None
+    try:
+        return json.loads(text, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise InvalidInput("request body nests JSON too deeply") from None
+    except ValueError as error:
+        raise InvalidInput(f"request body is not valid JSON: {error}") from None
+
+
+def rows_to_matrix(payload: Any, features: Sequence[str], max_rows: int) -> np.ndarray:
+    """Validate a parsed /predict payload and return its rows as a (n_rows, n_features) array."""
+    if not isinstance(payload, dict):
+        raise InvalidInput(f"{REQUIRED_FORMAT}; got {json_type(payload)}")
+    if set(payload) != {"instances"}:
+        extra = sorted(set(payload) - {"instances"})
+        detail = f"unexpected keys {extra}" if extra else 'missing key "instances"'
+        raise InvalidInput(f"{REQUIRED_FORMAT}; {detail}")
+    instances = payload["instances"]
+    if not isinstance(instances, list):
+        raise InvalidInput(f'"instances" must be an array of rows, got {json_type(instances)}')
+    if not instances:
+        raise InvalidInput('"instances" is empty: send at least one row')
+    if len(instances) > max_rows:
+        raise PayloadTooLarge(f"{len(instances)} rows sent; at most {max_rows} rows per request")
+    matrix = [_row_values(index, row, features) for index, row in enumerate(instances)]
+    try:
+        rows = np.array(matrix, dtype=np.float64)
+    except OverflowError:
+        raise InvalidInput("a value is too large for a 64-bit float") from None
+    if not np.isfinite(rows).all():
+        index, column = np.argwhere(~np.isfinite(rows))[0]
+        raise InvalidInput(
+            f"row {index}, feature {features[column]!r}: value is too large for a 64-bit float"
+        )
+    return rows
+
+
+def json_type(value: Any) -> str:
+    """The JSON name of a parsed value's type, for messages that must not echo the input."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return "an object"
+
+
+def _row_values(index: int, row: Any, features: Sequence[str]) -> list[Any]:
+    if isinstance(row, list):
+        if len(row) != len(features):
+            raise InvalidInput(
+                f"row {index}: expected {len(features)} values in the order {list(features)}, got {len(row)}"
+            )
+        values = row
+    elif isinstance(row, dict):
+        if row.keys() != set(features):
+            _refuse_keys(index, row, features)
+        values = [row[name] for name in features]
+    else:
+        raise InvalidInput(f"row {index}: expected an array or an object, got {json_type(row)}")
+    for column, value in enumerate(values):
+        # bool is a subclass of int; a JSON true is not a measurement, so exact types only.
+        if type(value) is not float and type(value) is not int:
+            raise InvalidInput(
+                f"row {index}, feature {features[column]!r}: expected a number, got {json_type(value)}"
+            )
+    return values
+
+
+def _refuse_keys(index: int, row: dict[str, Any], features: Sequence[str]) -> NoReturn:
+    missing = [name for name in features if name not in row]
+    unknown = sorted(set(row) - set(features))
+    problems = []
+    if missing:
+        problems.append(f"missing features {missing}")
+    if unknown:
+        problems.append(f"unknown features {unknown}")
+    raise InvalidInput(f"row {index}: {'; '.join(problems)} (the model's features are {list(features)})")
+
+
+def _refuse_constant(name: str) -> NoReturn:
+    raise InvalidInput(f"request body contains {name}, which is not valid JSON; send finite numbers")

@@ -1,0 +1,172 @@
+"""The HTTP contract of /predict, /health, /ready and /model, through Flask's test client."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from skserve import create_app
+from skserve.artifact import MODEL_FILE, read_card
+from skserve.model import LoadedModel
+
+ROWS = [[5.1, 3.5, 1.4, 0.2], [6.2, 2.9, 4.3, 1.3], [7.7, 3.0, 6.1, 2.3]]
+FEATURES = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]
+
+
+def post(client: FlaskClient, body: Any, **kwargs: Any) -> Any:
+    return client.post("/predict", json=body, **kwargs)
+
+
+def assert_error(response: Any, status: int, code: str, message: str = "") -> None:
+    assert response.status_code == status
+    assert response.mimetype == "application/json"
+    body = response.get_json()
+    assert set(body) == {"error"}
+    assert body["error"]["code"] == code
+    assert message in body["error"]["message"]
+
+
+def test_predicts_rows_given_as_lists(client: FlaskClient, model_dir: Path) -> None:
+    response = post(client, {"instances": ROWS})
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["predictions"] == ["setosa", "versicolor", "virginica"]
+    assert body["model_version"] == read_card(model_dir)["version"]
+    expected = joblib.load(model_dir / MODEL_FILE).predict_proba(np.array(ROWS))
+    assert [list(p.values()) for p in body["probabilities"]] == expected.tolist()
+    assert [list(p) for p in body["probabilities"]] == [["setosa", "versicolor", "virginica"]] * 3
+
+
+def test_rows_as_objects_give_the_same_answer_as_lists(client: FlaskClient) -> None:
+    named = [dict(zip(reversed(FEATURES), reversed(row), strict=True)) for row in ROWS]
+    assert post(client, {"instances": named}).get_json() == post(client, {"instances": ROWS}).get_json()
+
+
+def test_predictions_equal_the_saved_model_in_process(client: FlaskClient, model_dir: Path) -> None:
+    rows = np.random.default_rng(1).uniform(0, 8, size=(200, 4))
+    body = post(client, {"instances": rows.tolist()}).get_json()
+    assert body["predictions"] == joblib.load(model_dir / MODEL_FILE).predict(rows).tolist()
+
+
+@pytest.mark.parametrize(
+    ("data", "status", "code", "message"),
+    [
+        (b"{", 400, "invalid_input", "not valid JSON"),
+        (b"\xff\xfe", 400, "invalid_input", "not UTF-8"),
+        (b"[" * 50_000 + b"]" * 50_000, 400, "invalid_input", "nests JSON too deeply"),
+        (b'{"instances": [[NaN, 1, 2, 3]]}', 400, "invalid_input", "contains NaN"),
+        (b'{"instances": [[1e999, 1, 2, 3]]}', 400, "invalid_input", "row 0, feature 'sepal length (cm)'"),
+        (b"[]", 400, "invalid_input", "got an array"),
+        (b"{}", 400, "invalid_input", 'missing key "instances"'),
+        (b'{"instances": []}', 400, "invalid_input", "is empty"),
+        (b'{"instances": [[1, 2, 3]]}', 400, "invalid_input", "row 0: expected 4 values in the order"),
+        (b'{"instances": [[1, 2, 3, false]]}', 400, "invalid_input", "got a boolean"),
+        (b'{"instances": [[1, 2, 3, null]]}', 400, "invalid_input", "got null"),
+        (b'{"instances": [{"petal": 1}]}', 400, "invalid_input", "unknown features ['petal']"),
+    ],
+)
+def test_bad_bodies_get_a_4xx_naming_the_problem(
+    client: FlaskClient, data: bytes, status: int, code: str, message: str
+) -> None:
+    response = client.post("/predict", data=data, content_type="application/json")
+    assert_error(response, status, code, message)
+
+
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded"])
+def test_wrong_content_type_is_415(client: FlaskClient, content_type: str | None) -> None:
+    response = client.post("/predict", data=json.dumps({"instances": ROWS}), content_type=content_type)
+    assert_error(response, 415, "unsupported_media_type", "expected Content-Type application/json")
+
+
+def test_json_with_a_charset_parameter_is_accepted(client: FlaskClient) -> None:
+    response = client.post(
+        "/predict", data=json.dumps({"instances": ROWS}), content_type="application/json; charset=utf-8"
+    )
+    assert response.status_code == 200
+
+
+def test_too_many_rows_is_413(model_dir: Path) -> None:
+    client = create_app({"TESTING": True, "MODEL_DIR": str(model_dir), "MAX_ROWS": 2}).test_client()
+    assert_error(post(client, {"instances": ROWS}), 413, "payload_too_large", "3 rows sent; at most 2")
+
+
+def test_too_large_a_body_is_413_whether_or_not_its_length_is_declared(model_dir: Path) -> None:
+    client = create_app({"TESTING": True, "MODEL_DIR": str(model_dir), "MAX_BODY_BYTES": 100}).test_client()
+    body = json.dumps({"instances": ROWS * 10}).encode()
+    assert_error(
+        client.post("/predict", data=body, content_type="application/json"),
+        413,
+        "payload_too_large",
+        f"request body is {len(body)} bytes; the limit is 100",
+    )
+    chunked = client.post(
+        "/predict",
+        input_stream=io.BytesIO(body),
+        content_type="application/json",
+        headers={"Transfer-Encoding": "chunked"},
+        environ_overrides={"wsgi.input_terminated": True},  # what gunicorn sets for a chunked body
+    )
+    assert_error(chunked, 413, "payload_too_large", "exceeds the limit of 100 bytes")
+
+
+def test_unknown_path_is_404_json(client: FlaskClient) -> None:
+    assert_error(client.get("/nope"), 404, "not_found", "not found")
+
+
+@pytest.mark.parametrize(("method", "path"), [("GET", "/predict"), ("POST", "/health"), ("DELETE", "/model")])
+def test_wrong_method_is_405_json_with_allow_header(client: FlaskClient, method: str, path: str) -> None:
+    response = client.open(path, method=method)
+    assert_error(response, 405, "method_not_allowed")
+    assert response.headers["Allow"]
+
+
+def test_an_unexpected_failure_is_a_generic_500_that_echoes_nothing(
+    model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = create_app({"TESTING": True, "PROPAGATE_EXCEPTIONS": False, "MODEL_DIR": str(model_dir)})
+
+    def explode(self: LoadedModel, rows: np.ndarray) -> None:
+        raise RuntimeError("secret internal detail")
+
+    monkeypatch.setattr(LoadedModel, "predict", explode)
+    response = post(app.test_client(), {"instances": [[1.5, 2.5, 3.5, 4.5]]})
+    assert_error(response, 500, "internal_server_error")
+    assert b"secret" not in response.data
+    assert b"Traceback" not in response.data
+    assert b"1.5" not in response.data
+
+
+def test_health_is_ok(client: FlaskClient) -> None:
+    response = client.get("/health")
+    assert response.status_code == 200
+    assert response.get_json() == {"status": "ok"}
+
+
+def test_ready_names_the_loaded_model_version(client: FlaskClient, model_dir: Path) -> None:
+    response = client.get("/ready")
+    assert response.status_code == 200
+    assert response.get_json() == {"status": "ready", "model_version": read_card(model_dir)["version"]}
+
+
+def test_model_returns_the_card_without_file_system_paths(client: FlaskClient, model_dir: Path) -> None:
+    response = client.get("/model")
+    assert response.status_code == 200
+    assert response.get_json() == read_card(model_dir)
+    assert str(model_dir) not in response.get_data(as_text=True)
+
+
+def test_the_app_is_built_from_environment_settings(model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MODEL_DIR", str(model_dir))
+    monkeypatch.setenv("SKSERVE_MAX_ROWS", "1")
+    app: Flask = create_app()
+    assert app.config["MODEL_DIR"] == str(model_dir)
+    response = post(app.test_client(), {"instances": ROWS[:2]})
+    assert_error(response, 413, "payload_too_large", "at most 1 rows")

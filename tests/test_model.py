@@ -1,0 +1,106 @@
+"""Loading, verifying and calling the saved model."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import joblib
+import numpy as np
+import pytest
+
+import train
+from skserve.artifact import CARD_FILE, MODEL_FILE, read_card, sha256_of
+from skserve.model import ArtifactError, LoadedModel
+from tests.conftest import save_model
+
+
+@pytest.fixture
+def copy_of_model(model_dir: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(model_dir, tmp_path / "model"))
+
+
+def rewrite_card(directory: Path, **changes: object) -> None:
+    card = read_card(directory)
+    card.update(changes)
+    (directory / CARD_FILE).write_text(json.dumps(card))
+
+
+@pytest.mark.parametrize("estimator", train.MODELS)
+def test_predictions_equal_the_saved_estimator_called_in_process(estimator: str, tmp_path: Path) -> None:
+    loaded = LoadedModel.load(save_model(tmp_path, estimator))
+    saved = joblib.load(tmp_path / MODEL_FILE)
+    rows = np.random.default_rng(0).uniform(0, 8, size=(500, 4))
+    prediction = loaded.predict(rows)
+    assert prediction.labels == saved.predict(rows).tolist()
+    expected = saved.predict_proba(rows)
+    assert [list(p.values()) for p in prediction.probabilities] == expected.tolist()
+    assert all(list(p) == ["setosa", "versicolor", "virginica"] for p in prediction.probabilities)
+
+
+def test_exposes_the_card_as_source_of_truth(model_dir: Path) -> None:
+    loaded = LoadedModel.load(model_dir)
+    card = read_card(model_dir)
+    assert loaded.version == card["version"]
+    assert loaded.feature_names == card["features"]
+    assert loaded.classes == ["setosa", "versicolor", "virginica"]
+
+
+def test_missing_model_directory_says_to_train(tmp_path: Path) -> None:
+    with pytest.raises(ArtifactError, match=r"no model card at .*run `make train` first"):
+        LoadedModel.load(tmp_path / "absent")
+
+
+def test_missing_model_file_is_refused(copy_of_model: Path) -> None:
+    (copy_of_model / MODEL_FILE).unlink()
+    with pytest.raises(ArtifactError, match=f"cannot read .*{MODEL_FILE}"):
+        LoadedModel.load(copy_of_model)
+
+
+def test_corrupt_model_file_fails_the_sha256_check(copy_of_model: Path) -> None:
+    with (copy_of_model / MODEL_FILE).open("ab") as stream:
+        stream.write(b"tampered")
+    with pytest.raises(ArtifactError, match="does not match its card: sha256 is"):
+        LoadedModel.load(copy_of_model)
+
+
+def test_unloadable_model_file_is_refused_even_with_matching_sha256(copy_of_model: Path) -> None:
+    (copy_of_model / MODEL_FILE).write_bytes(b"not a pickle")
+    rewrite_card(copy_of_model, sha256=sha256_of(copy_of_model / MODEL_FILE))
+    with pytest.raises(ArtifactError, match=r"cannot load .*model.joblib: KeyError"):
+        LoadedModel.load(copy_of_model)
+
+
+@pytest.mark.parametrize("content", ["{not json", "[1, 2]", ""])
+def test_unreadable_card_is_refused(copy_of_model: Path, content: str) -> None:
+    (copy_of_model / CARD_FILE).write_text(content)
+    with pytest.raises(ArtifactError, match="unreadable model card"):
+        LoadedModel.load(copy_of_model)
+
+
+def test_card_without_required_keys_is_refused(copy_of_model: Path) -> None:
+    card = read_card(copy_of_model)
+    del card["features"], card["sha256"]
+    (copy_of_model / CARD_FILE).write_text(json.dumps(card))
+    with pytest.raises(ArtifactError, match=r"lacks required keys \['features', 'sha256'\]"):
+        LoadedModel.load(copy_of_model)
+
+
+def test_other_scikit_learn_version_is_refused_by_default(copy_of_model: Path) -> None:
+    card = read_card(copy_of_model)
+    rewrite_card(copy_of_model, versions={**card["versions"], "scikit-learn": "0.0.1"})
+    with pytest.raises(ArtifactError, match=r"trained with scikit-learn 0.0.1 but .* SKSERVE_ALLOW_VERSION"):
+        LoadedModel.load(copy_of_model)
+
+
+def test_other_scikit_learn_version_can_be_allowed_with_a_warning(
+    copy_of_model: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    card = read_card(copy_of_model)
+    rewrite_card(copy_of_model, versions={**card["versions"], "scikit-learn": "0.0.1"})
+    with caplog.at_level(logging.WARNING):
+        loaded = LoadedModel.load(copy_of_model, allow_version_mismatch=True)
+    assert loaded.version == card["version"]
+    assert "trained with scikit-learn 0.0.1" in caplog.text

@@ -1,0 +1,89 @@
+"""The pure validation core: what a /predict body must look like, and what it becomes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from skserve.errors import InvalidInput, PayloadTooLarge
+from skserve.schema import parse_json, rows_to_matrix
+
+FEATURES = ["a", "b", "c"]
+
+
+def matrix(payload: Any, max_rows: int = 100) -> np.ndarray:
+    return rows_to_matrix(payload, FEATURES, max_rows)
+
+
+def test_list_rows_become_a_float_matrix() -> None:
+    rows = matrix({"instances": [[1, 2.5, -3], [0, 0, 1e300]]})
+    assert rows.dtype == np.float64
+    assert rows.tolist() == [[1.0, 2.5, -3.0], [0.0, 0.0, 1e300]]
+
+
+def test_object_rows_are_put_in_the_model_feature_order() -> None:
+    rows = matrix({"instances": [{"c": 3, "a": 1, "b": 2}, [4, 5, 6]]})
+    assert rows.tolist() == [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        ([[1, 2, 3]], "expected a JSON object"),
+        ("rows", "got a string"),
+        ({}, 'missing key "instances"'),
+        ({"instance": [[1, 2, 3]]}, "unexpected keys ['instance']"),
+        ({"instances": [[1, 2, 3]], "extra": 1}, "unexpected keys ['extra']"),
+        ({"instances": {"a": 1}}, '"instances" must be an array of rows, got an object'),
+        ({"instances": None}, "got null"),
+        ({"instances": []}, '"instances" is empty'),
+        ({"instances": [[1, 2]]}, "row 0: expected 3 values in the order ['a', 'b', 'c'], got 2"),
+        ({"instances": [[1, 2, 3], [1, 2, 3, 4]]}, "row 1: expected 3 values"),
+        ({"instances": [5]}, "row 0: expected an array or an object, got a number"),
+        ({"instances": [[1, [2], 3]]}, "row 0, feature 'b': expected a number, got an array"),
+        ({"instances": [[1, "2", 3]]}, "row 0, feature 'b': expected a number, got a string"),
+        ({"instances": [[1, 2, True]]}, "row 0, feature 'c': expected a number, got a boolean"),
+        ({"instances": [[None, 2, 3]]}, "row 0, feature 'a': expected a number, got null"),
+        ({"instances": [{"a": 1, "b": 2}]}, "row 0: missing features ['c']"),
+        ({"instances": [{"a": 1, "b": 2, "c": 3, "d": 4}]}, "row 0: unknown features ['d']"),
+        ({"instances": [{"a": 1, "b": 2, "x": 3}]}, "missing features ['c']; unknown features ['x']"),
+        ({"instances": [[1, 2, 10**400]]}, "too large for a 64-bit float"),
+        ({"instances": [[1, 2, 3], [1, 2, float("inf")]]}, "row 1, feature 'c': value is too large"),
+    ],
+)
+def test_refuses_malformed_payloads_naming_the_problem(payload: Any, message: str) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        matrix(payload)
+    assert message in caught.value.message
+    assert caught.value.status == 400
+
+
+def test_refuses_more_rows_than_the_limit_with_413() -> None:
+    with pytest.raises(PayloadTooLarge, match="3 rows sent; at most 2") as caught:
+        matrix({"instances": [[1, 2, 3]] * 3}, max_rows=2)
+    assert caught.value.status == 413
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b'{"instances": [[NaN, 1, 2]]}', "contains NaN"),
+        (b'{"instances": [[Infinity, 1, 2]]}', "contains Infinity"),
+        (b'{"instances": [[-Infinity, 1, 2]]}', "contains -Infinity"),
+        (b'{"instances": [[1, 2, 3]]', "not valid JSON"),
+        (b"", "not valid JSON"),
+        (b"\xff\xfe\xfd", "not UTF-8"),
+        (b'{"x": "\xc3\x28"}', "not UTF-8"),
+        (b"[" * 100_000 + b"]" * 100_000, "nests JSON too deeply"),
+        (b"1" * 5000, "not valid JSON"),
+    ],
+)
+def test_parse_json_refuses_what_is_not_strict_json(body: bytes, message: str) -> None:
+    with pytest.raises(InvalidInput, match=message):
+        parse_json(body)
+
+
+def test_parse_json_accepts_strict_json() -> None:
+    assert parse_json(b'{"instances": [[1, 2.5e3, -0.0]]}') == {"instances": [[1, 2500.0, -0.0]]}
