@@ -102,7 +102,10 @@ def _refuse_keys(index: int, row: dict[str, Any], features: Sequence[str]) -> No
     if missing:
         problems.append(f"missing features {missing}")
     if unknown:
-        problems.append(f"unknown features {unknown}")
+        # The names come from the client: show a few, shortened, so a message never echoes a whole body.
+        shown = [name[:40] for name in unknown[:5]]
+        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+        problems.append(f"unknown features {shown}{more}")
     raise InvalidInput(f"row {index}: {'; '.join(problems)} (the model's features are {list(features)})")
 
 
