@@ -51,7 +51,7 @@ def test_object_rows_are_put_in_the_model_feature_order() -> None:
         ({"instances": [{"a": 1, "b": 2, "x": 3}]}, "missing features ['c']; unknown features ['x']"),
         (
             {"instances": [{"a": 1, "b": 2, "c": 3, **{f"{i:02d}" + "x" * 100: 0 for i in range(7)}}]},
-            f"unknown features {['00' + 'x' * 38, '01' + 'x' * 38, '02' + 'x' * 38, '03' + 'x' * 38, '04' + 'x' * 38]} and 2 more",
+            f"unknown features {[f'{i:02d}' + 'x' * 38 for i in range(5)]} and 2 more",
         ),
         ({"instances": [[1, 2, 10**400]]}, "too large for a 64-bit float"),
         ({"instances": [[1, 2, 3], [1, 2, float("inf")]]}, "row 1, feature 'c': value is too large"),
