@@ -31,7 +31,7 @@ run: $(INSTALLED) ## Train if MODEL_DIR holds no model yet, then serve it
 	$(VENV)/bin/gunicorn -c gunicorn.conf.py
 
 test: $(INSTALLED) ## Run every test: unit, API, end-to-end over gunicorn, and the Docker image
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest --cov --cov-report=term
 
 lint: $(INSTALLED) ## Check with ruff (lint and format) and mypy --strict
 	$(VENV)/bin/ruff check .
