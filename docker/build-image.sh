@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Build the skserve image with BuildKit, then label it with the model it contains.
+#
+#   docker/build-image.sh [extra docker build flags, e.g. --no-cache]
+#
+# Environment (the Makefile's variables of the same names):
+#   IMAGE          tag to build (default skserve:latest)
+#   BASE_IMAGE     base of both stages (default: the Dockerfile's, python:3.12-slim)
+#   TRAIN_MODEL, TRAIN_SEED, TRAIN_DATA, TRAIN_TARGET   training options (see Dockerfile)
+#   PIP_CERT       pip's CA bundle; when set, passed to the build as the BuildKit secret `pip-ca`
+#                  so pip trusts a TLS-intercepting proxy (never stored in a layer). Empty: none.
+#   DOCKER_BUILD   build command; empty picks one that has BuildKit (needed for RUN --mount):
+#                  `docker buildx build` when the buildx plugin is installed, else a docker client
+#                  older than 23 (built-in BuildKit, e.g. Debian's docker.io at /usr/bin/docker).
+#   CONTEXT        build context directory (default: the current directory)
+set -euo pipefail
+
+image="${IMAGE:-skserve:latest}"
+context="${CONTEXT:-.}"
+
+buildkit_command() {
+    if docker buildx version >/dev/null 2>&1; then
+        echo "docker buildx build --load"
+        return
+    fi
+    # A client >= 23 without the buildx plugin refuses DOCKER_BUILDKIT=1; older ones have it built in.
+    local client version
+    for client in docker /usr/bin/docker /usr/local/bin/docker; do
+        version="$("$client" --version 2>/dev/null | sed -n 's/^Docker version \([0-9]*\)\..*/\1/p')" || true
+        if [ -n "$version" ] && [ "$version" -lt 23 ]; then
+            echo "env DOCKER_BUILDKIT=1 $client build"
+            return
+        fi
+    done
+    echo "build-image.sh: no BuildKit-capable docker build found: install the buildx plugin" \
+         "(docker-buildx-plugin or docker-buildx) or set DOCKER_BUILD" >&2
+    return 1
+}
+
+read -r -a build <<<"${DOCKER_BUILD:-$(buildkit_command)}"
+
+args=(--tag "$image")
+[ -n "${BASE_IMAGE:-}" ] && args+=(--build-arg "BASE_IMAGE=$BASE_IMAGE")
+for name in TRAIN_MODEL TRAIN_SEED TRAIN_DATA TRAIN_TARGET; do
+    [ -n "${!name:-}" ] && args+=(--build-arg "$name=${!name}")
+done
+if [ -n "${PIP_CERT:-}" ]; then
+    [ -r "$PIP_CERT" ] || { echo "build-image.sh: PIP_CERT=$PIP_CERT is not a readable file" >&2; exit 1; }
+    args+=(--secret "id=pip-ca,src=$PIP_CERT")
+fi
+
+iidfile="$(mktemp)"
+trap 'rm -f "$iidfile"' EXIT
+"${build[@]}" "${args[@]}" --iidfile "$iidfile" "$@" "$context"
+unlabelled="$(cat "$iidfile")"
+
+# The model's version and sha256 are known only once training in the build has run, and a
+# Dockerfile cannot set labels from a file, so a second, layer-free build adds them.
+mapfile -t labels < <(docker run --rm --network none --entrypoint python "$image" -c '
+import json
+card = json.load(open("/app/models/model.json"))
+print("org.opencontainers.image.version=" + card["version"])
+print("skserve.model.name=" + card["name"])
+print("skserve.model.version=" + card["version"])
+print("skserve.model.sha256=" + card["sha256"])
+print("skserve.model.estimator=" + card["estimator"]["name"])
+')
+revision="$(git -C "$context" rev-parse HEAD 2>/dev/null || true)"
+[ -n "$revision" ] && labels+=("org.opencontainers.image.revision=$revision")
+
+label_args=()
+for label in "${labels[@]}"; do label_args+=(--label "$label"); done
+printf 'FROM %s\n' "$image" | "${build[@]}" --quiet "${label_args[@]}" --tag "$image" - >/dev/null
+
+# The unlabelled image is now untagged; drop it unless a container still uses it.
+if [ "$(docker image inspect --format '{{.Id}}' "$image")" != "$unlabelled" ]; then
+    docker image rm "$unlabelled" >/dev/null 2>&1 || true
+fi
+echo "built $image: model ${labels[1]#*=} version ${labels[2]#*=}," \
+     "$(docker image inspect --format '{{.Size}}' "$image" | awk '{printf "%.0f MB", $1/1e6}')"
