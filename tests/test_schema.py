@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from skserve.errors import InvalidInput, PayloadTooLarge
-from skserve.schema import parse_json, rows_to_matrix
+from skserve.schema import parse_json, rows_of_values, rows_to_matrix, tensor_rows
 
 FEATURES = ["a", "b", "c"]
 
@@ -91,3 +91,47 @@ def test_parse_json_refuses_what_is_not_strict_json(body: bytes, message: str) -
 
 def test_parse_json_accepts_strict_json() -> None:
     assert parse_json(b'{"instances": [[1, 2.5e3, -0.0]]}') == {"instances": [[1, 2500.0, -0.0]]}
+
+
+@pytest.mark.parametrize(
+    ("data", "shape"),
+    [
+        ([1, 2, 3, 4, 5, 6], [2, 3]),
+        ([[1, 2, 3], [4, 5, 6]], [2, 3]),
+    ],
+)
+def test_tensor_data_flat_or_nested_gives_the_same_rows(data: Any, shape: Any) -> None:
+    assert tensor_rows(data, shape, 3) == [[1, 2, 3], [4, 5, 6]]
+
+
+def test_tensor_rows_leave_values_to_the_row_checks() -> None:
+    rows = tensor_rows([1, "x", None], [1, 3], 3)
+    with pytest.raises(InvalidInput, match="row 0, feature 'b': expected a number, got a string"):
+        rows_of_values(rows, FEATURES, 10)
+
+
+@pytest.mark.parametrize(
+    ("data", "shape", "message"),
+    [
+        ([1, 2, 3], None, '"shape" must be an array of non-negative integers [n, 3]'),
+        ([1, 2, 3], [1, "3"], '"shape" must be an array of non-negative integers'),
+        ([1, 2, 3], [1, 3.0], '"shape" must be an array of non-negative integers'),
+        ([1, 2, 3], [True, 3], '"shape" must be an array of non-negative integers'),
+        ([1, 2, 3], [-1, 3], '"shape" must be an array of non-negative integers'),
+        ([1, 2, 3], [3], '"shape" must be [n, 3] (n rows of the model\'s 3 features), got [3]'),
+        ([1, 2, 3], [1, 1, 3], "got [1, 1, 3]"),
+        ([1, 2, 3, 4], [1, 4], "got [1, 4]"),
+        ([], [0, 3], '"shape" [0, 3] has no rows'),
+        ({"a": 1}, [1, 3], '"data" must be an array, got an object'),
+        ("1,2,3", [1, 3], '"data" must be an array, got a string'),
+        ([1, 2, 3, 4], [1, 3], '"data" holds 4 values; shape [1, 3] needs 3'),
+        ([1, 2, 3], [2, 3], '"data" holds 3 values; shape [2, 3] needs 6'),
+        ([[1, 2, 3]], [2, 3], '"data" holds 1 rows; shape [2, 3] needs 2'),
+        ([[1, 2, 3], 4, 5, 6], [2, 3], '"data" holds 4 rows'),
+        ([[1, 2, 3], 4], [2, 3], '"data" mixes rows and values: item 1 is a number'),
+    ],
+)
+def test_tensor_rows_refuse_shapes_and_data_that_disagree(data: Any, shape: Any, message: str) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        tensor_rows(data, shape, 3)
+    assert message in caught.value.message

@@ -43,6 +43,12 @@ def rows_to_matrix(payload: Any, features: Sequence[str], max_rows: int) -> np.n
         raise InvalidInput(f'"instances" must be an array of rows, got {json_type(instances)}')
     if not instances:
         raise InvalidInput('"instances" is empty: send at least one row')
+    return rows_of_values(instances, features, max_rows)
+
+
+def rows_of_values(instances: list[Any], features: Sequence[str], max_rows: int) -> np.ndarray:
+    """Validate a non-empty list of rows (lists in feature order, or objects keyed by feature name)
+    and return them as a finite (n_rows, n_features) float64 array; /predict and /v2 share it."""
     if len(instances) > max_rows:
         raise PayloadTooLarge(f"{len(instances)} rows sent; at most {max_rows} rows per request")
     matrix = [_row_values(index, row, features) for index, row in enumerate(instances)]
@@ -56,6 +62,36 @@ def rows_to_matrix(payload: Any, features: Sequence[str], max_rows: int) -> np.n
             f"row {index}, feature {features[column]!r}: value is too large for a 64-bit float"
         )
     return rows
+
+
+def tensor_rows(data: Any, shape: Any, n_features: int) -> list[Any]:
+    """The rows of an Open Inference Protocol tensor of shape [n_rows, n_features].
+
+    `data` may be flat in row-major order or nested one list per row, as the protocol allows;
+    only the structure is checked here, the values are left to `rows_of_values`.
+    """
+    expected = f"[n, {n_features}] (n rows of the model's {n_features} features)"
+    if not isinstance(shape, list) or not all(type(size) is int and size >= 0 for size in shape):
+        raise InvalidInput(f'"shape" must be an array of non-negative integers {expected}')
+    if len(shape) != 2 or shape[1] != n_features:
+        raise InvalidInput(f'"shape" must be {expected}, got {shape}')
+    n_rows = shape[0]
+    if n_rows == 0:
+        raise InvalidInput(f'"shape" {shape} has no rows: send at least one row')
+    if not isinstance(data, list):
+        raise InvalidInput(f'"data" must be an array, got {json_type(data)}')
+    if not any(isinstance(item, list) for item in data):
+        if len(data) != n_rows * n_features:
+            raise InvalidInput(f'"data" holds {len(data)} values; shape {shape} needs {n_rows * n_features}')
+        return [data[start : start + n_features] for start in range(0, len(data), n_features)]
+    if len(data) != n_rows:
+        raise InvalidInput(f'"data" holds {len(data)} rows; shape {shape} needs {n_rows}')
+    for index, row in enumerate(data):
+        if not isinstance(row, list):
+            raise InvalidInput(
+                f'"data" mixes rows and values: item {index} is {json_type(row)}, not a row of {n_features}'
+            )
+    return data
 
 
 def json_type(value: Any) -> str:
