@@ -8,7 +8,7 @@ from typing import Any
 
 from flask import Flask
 
-from skserve import api
+from skserve import api, v2
 from skserve.model import LoadedModel
 
 DEFAULTS: dict[str, Any] = {
@@ -16,6 +16,7 @@ DEFAULTS: dict[str, Any] = {
     "MAX_ROWS": 1000,
     "MAX_BODY_BYTES": 1024 * 1024,
     "ALLOW_VERSION_MISMATCH": False,
+    "MODEL_NAME": None,  # None or empty: the name in the model card
 }
 
 
@@ -32,10 +33,16 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         app.config.from_prefixed_env("SKSERVE")
     else:
         app.config.from_mapping(test_config)
-    app.extensions[api.MODEL_EXTENSION] = LoadedModel.load(
+    model = LoadedModel.load(
         Path(app.config["MODEL_DIR"]),
         allow_version_mismatch=app.config["ALLOW_VERSION_MISMATCH"],
     )
+    if app.config["MODEL_NAME"]:
+        # SKSERVE_MODEL_NAME serves the model under another name (/model, the V2 routes) without retraining.
+        model = model.renamed(str(app.config["MODEL_NAME"]))
+    app.extensions[api.MODEL_EXTENSION] = model
     app.register_blueprint(api.bp)
     api.register_error_handlers(app)
+    app.register_blueprint(v2.bp)
+    v2.register_error_handlers(app)
     return app

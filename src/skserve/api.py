@@ -69,13 +69,18 @@ def read_json_body() -> Any:
         raise UnsupportedMediaType(
             f"expected Content-Type application/json, got {request.mimetype or 'none'}"
         )
+    return parse_json(read_body())
+
+
+def read_body() -> bytes:
+    """The raw request body, refused with 413 past MAX_BODY_BYTES (without reading more than that)."""
     limit = current_app.config["MAX_BODY_BYTES"]
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"request body is {request.content_length} bytes; the limit is {limit}")
     body = request.stream.read(limit + 1)
     if len(body) > limit:
         raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
-    return parse_json(body)
+    return body
 
 
 def error_body(code: str, message: str) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +65,15 @@ class LoadedModel:
     @property
     def version(self) -> str:
         return str(self.card["version"])
+
+    @property
+    def name(self) -> str:
+        """The name clients address the model by (the V2 routes); the card's, or "model" if it has none."""
+        return str(self.card.get("name", "model"))
+
+    def renamed(self, name: str) -> LoadedModel:
+        """The same model under another name, which its card (as GET /model shows it) then carries."""
+        return replace(self, card={**self.card, "name": name})
 
     @property
     def feature_names(self) -> list[str]:
