@@ -13,6 +13,7 @@ import pytest
 
 import train
 from skserve.artifact import CARD_FILE, MODEL_FILE, read_card, sha256_of
+from skserve.errors import InvalidInput
 from skserve.model import ArtifactError, LoadedModel
 from tests.conftest import save_model
 
@@ -104,3 +105,16 @@ def test_other_scikit_learn_version_can_be_allowed_with_a_warning(
         loaded = LoadedModel.load(copy_of_model, allow_version_mismatch=True)
     assert loaded.version == card["version"]
     assert "trained with scikit-learn 0.0.1" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("estimator", "value"),
+    [("logistic_regression", 1e308), ("logistic_regression", -1.7e308), ("random_forest", 3.5e38)],
+)
+def test_finite_values_that_overflow_inside_the_estimator_are_invalid_input(
+    estimator: str, value: float, tmp_path: Path
+) -> None:
+    """The scaler divides 1e308 into infinity; a forest casts to float32, whose largest is 3.4e38."""
+    model = LoadedModel.load(save_model(tmp_path, estimator))
+    with pytest.raises(InvalidInput, match="values too large for the model to compute with"):
+        model.predict(np.array([[5.1, 3.5, 1.4, 0.2], [value] * 4]))

@@ -273,6 +273,12 @@ def test_malformed_and_non_finite_bodies_are_400(client: FlaskClient, data: byte
     assert_v2_error(client.post(INFER, data=data, content_type="application/json"), 400, message)
 
 
+def test_finite_values_the_model_overflows_on_are_400_as_on_predict(client: FlaskClient) -> None:
+    rows = [[1e308, 1e308, -1e308, 1e308]]
+    assert_v2_error(infer(client, {"inputs": [tensor(rows)]}), 400, "values too large for the model")
+    assert client.post("/predict", json={"instances": rows}).status_code == 400
+
+
 def test_extreme_names_are_not_echoed_whole(client: FlaskClient) -> None:
     long = "x" * 10_000
     response = infer(client, {"inputs": [tensor(name=long)], long: 1})

@@ -12,6 +12,7 @@ import numpy as np
 import sklearn
 
 from skserve.artifact import CARD_FILE, MODEL_FILE, read_card, sha256_of
+from skserve.errors import InvalidInput
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +91,15 @@ class LoadedModel:
         `predict` decides for every classifier training offers (tests hold them to it), so
         callers get both for the price of one model call.
         """
-        probabilities = self.estimator.predict_proba(rows)
+        # Finite values can still overflow inside the estimator (a scaler dividing 1e308, a tree
+        # casting to float32): the input's fault, so refused with a 400 like any other bad value.
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            try:
+                probabilities = self.estimator.predict_proba(rows)
+            except ValueError as error:
+                raise InvalidInput(f"values too large for the model to compute with: {error}") from None
+        if not np.isfinite(probabilities).all():
+            raise InvalidInput("values too large for the model to compute with: its probabilities overflow")
         classes = self.estimator.classes_
         labels = classes.take(probabilities.argmax(axis=1)).tolist()
         names = [str(name) for name in classes.tolist()]
