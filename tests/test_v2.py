@@ -379,6 +379,10 @@ TENSOR_KEYS = st.sampled_from(["name", "shape", "datatype", "data", "parameters"
             st.lists(st.floats(allow_nan=False) | st.integers(), max_size=12),
             st.lists(st.fixed_dictionaries({"name": st.sampled_from(["predict", "predict_proba", "x"])})),
         ),
+        # Well-formed tensors of any finite floats, however large or small.
+        st.lists(
+            st.lists(st.floats(allow_nan=False, allow_infinity=False), min_size=4, max_size=4), min_size=1
+        ).map(lambda rows: {"inputs": [tensor(rows)]}),
     )
 )
 def test_no_request_body_gets_a_5xx(client: FlaskClient, body: Any) -> None:
