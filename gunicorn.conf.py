@@ -1,13 +1,46 @@
 """gunicorn settings for skserve, each with its reason. Environment: PORT, WEB_CONCURRENCY, MODEL_DIR."""
 
+import atexit
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
+from typing import Any
 
 # The package lives in src/ and is not pip-installed; make it importable for the app and this file.
 sys.path.insert(0, str(Path(__file__).resolve().parent / "src"))
 
-from skserve.cpus import available_cpus
+
+def _clean_metrics_dir(directory: Path, remove: bool, master_pid: int) -> None:
+    """Delete prometheus_client's files from `directory`, or the whole directory if `remove`."""
+    if os.getpid() != master_pid:  # workers inherit atexit handlers through fork
+        return
+    if remove:
+        shutil.rmtree(directory, ignore_errors=True)
+    else:
+        for path in directory.glob("*.db"):
+            path.unlink(missing_ok=True)
+
+
+# /metrics adds up every worker's metrics through files in one directory (prometheus_client's
+# multiprocess mode), named by PROMETHEUS_MULTIPROC_DIR, which prometheus_client reads once, when
+# first imported: so it is set up here, before skserve (which imports it) is. A directory set in
+# the environment is used, emptied of old metric files at start and at exit, and kept; otherwise
+# each start makes a fresh one under TMPDIR (default /tmp), removed at exit. atexit, unlike the
+# on_exit hook, also runs when the app fails to load. A SIGHUP reload re-reads this file and keeps
+# the directory.
+if "prometheus_client" not in sys.modules:
+    _given_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    _metrics_dir = Path(_given_dir or tempfile.mkdtemp(prefix="skserve-metrics-"))
+    _metrics_dir.mkdir(parents=True, exist_ok=True)
+    _clean_metrics_dir(_metrics_dir, remove=False, master_pid=os.getpid())
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(_metrics_dir)
+    atexit.register(_clean_metrics_dir, _metrics_dir, not _given_dir, os.getpid())
+
+from prometheus_client import multiprocess  # noqa: E402 (after PROMETHEUS_MULTIPROC_DIR is set, above)
+
+from skserve.cpus import available_cpus  # noqa: E402 (likewise: skserve imports prometheus_client)
 
 # The app factory; it loads and verifies the model named by MODEL_DIR.
 wsgi_app = "skserve:create_app()"
@@ -41,3 +74,40 @@ keepalive = 5
 # gunicorn's runtime control socket is unused here, and it would write under $HOME, which a
 # read-only container does not have.
 control_socket_disable = True
+
+# The app writes one JSON line per request itself (skserve.request_log), so gunicorn's access log
+# stays off (its default, made explicit).
+accesslog = None
+
+# Every other line, gunicorn's own included, goes to stdout as one JSON object in the same format,
+# so one stream in one format carries all the server's logs. Loggers that exist already (skserve's)
+# stay enabled, and gunicorn.error keeps the level of --log-level.
+logconfig_dict: dict[str, Any] = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"json": {"()": "skserve.request_log.JsonFormatter"}},
+    "handlers": {
+        "stdout": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stdout"}
+    },
+    "root": {"level": "INFO", "handlers": ["stdout"]},
+    "loggers": {
+        "gunicorn.error": {"handlers": [], "propagate": True},
+        "gunicorn.access": {"handlers": [], "propagate": False},
+    },
+}
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """A worker exited (or was killed): drop its files for live gauges, as prometheus_client asks.
+
+    Its counters' and histograms' files stay, so /metrics still adds in what it counted.
+    """
+    multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]  # untyped upstream
+
+
+def worker_exit(server: Any, worker: Any) -> None:
+    """A worker is stopping: answer the requests still queued for a batch (skserve.batching)."""
+    # Imported here, not at the top: the app's modules are the app's to import, once it is loaded.
+    from skserve.api import close_batcher  # noqa: PLC0415
+
+    close_batcher(worker.wsgi)

@@ -82,7 +82,7 @@ def test_stays_correct_and_healthy_under_concurrent_mixed_requests(
         if status == 200:
             assert answer["predictions"] == model.predict(np.array(body["instances"])).tolist()
         else:
-            assert set(answer["error"]) == {"code", "message"}
+            assert set(answer["error"]) == {"code", "message", "request_id"}
     assert server.request("GET", "/health").status == 200
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from flask import Flask
 
-from skserve import api, v2
+from skserve import api, metrics, request_log, v2
 from skserve.model import LoadedModel
 
 DEFAULTS: dict[str, Any] = {
@@ -41,6 +41,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         # SKSERVE_MODEL_NAME serves the model under another name (/model, the V2 routes) without retraining.
         model = model.renamed(str(app.config["MODEL_NAME"]))
     app.extensions[api.MODEL_EXTENSION] = model
+    request_log.init_app(app, model.version)
+    metrics.init_app(app, model)
     app.register_blueprint(api.bp)
     api.register_error_handlers(app)
     app.register_blueprint(v2.bp)

@@ -1,0 +1,110 @@
+"""Request IDs, one JSON log line per request, and the JSON log format every server log line uses."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import secrets
+import time
+from time import perf_counter
+from typing import Any
+
+from flask import Flask, g, has_request_context, request
+from werkzeug.wrappers import Response
+
+from skserve import metrics
+
+REQUEST_ID_HEADER = "X-Request-ID"
+# A client's ID is kept only if it is this safe (nothing to escape in a header or a log) and short.
+REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,128}")
+# Paths beyond this are cut in log lines, so one line stays one atomic write to a pipe.
+MAX_LOGGED_PATH = 1024
+
+access_log = logging.getLogger("skserve.access")
+
+
+def init_app(app: Flask, model_version: str) -> None:
+    """Time, count and log every request, and give each an ID echoed in `X-Request-ID`."""
+
+    def start() -> None:
+        g.request_started = perf_counter()
+        g.request_id = _request_id_from(request.headers.get(REQUEST_ID_HEADER))
+
+    def finish(response: Response) -> Response:
+        started = g.get("request_started")
+        seconds = perf_counter() - started if started is not None else 0.0
+        rule = request.url_rule
+        status = response.status_code
+        metrics.observe_request(rule.rule if rule is not None else metrics.UNMATCHED, status, seconds)
+        identifier = request_id()
+        response.headers[REQUEST_ID_HEADER] = identifier
+        method, path = request.method, request.path[:MAX_LOGGED_PATH]
+        fields = {
+            "request_id": identifier,
+            "method": method,
+            "path": path,
+            "status": status,
+            "duration_ms": round(seconds * 1000, 3),
+            "rows": g.get("predicted_rows", 0),
+            "model_version": model_version,
+        }
+        error_code = g.get("error_code")
+        if error_code is not None:
+            fields["error"] = error_code
+        access_log.info("%s %s %s", method, path, status, extra={"fields": fields})
+        return response
+
+    app.before_request(start)
+    app.after_request(finish)
+
+
+def request_id() -> str:
+    """The current request's ID: the client's `X-Request-ID` if it is safe, else a new random one."""
+    identifier: str | None = g.get("request_id")
+    if identifier is None:  # asked before the before_request hook ran
+        identifier = g.request_id = _request_id_from(request.headers.get(REQUEST_ID_HEADER))
+    return identifier
+
+
+def _request_id_from(header: str | None) -> str:
+    if header is not None and REQUEST_ID_PATTERN.fullmatch(header):
+        return header
+    return secrets.token_hex(16)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time (UTC), level, logger, message, pid, then the record's `fields`
+    (passed as `extra={"fields": {...}}`) or, for a record logged while serving a request, its ID."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._second = (0, "")  # the last whole second formatted, and its text: one tuple, thread-safe
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "time": self._utc(record.created),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            "pid": record.process,
+        }
+        fields = record.__dict__.get("fields")
+        if fields is not None:
+            line.update(fields)
+        elif has_request_context():
+            line["request_id"] = request_id()
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            line["stack"] = self.formatStack(record.stack_info)
+        return json.dumps(line, default=str)
+
+    def _utc(self, created: float) -> str:
+        """ISO 8601 with milliseconds, e.g. 2026-11-28T14:29:03.120Z."""
+        second = int(created)
+        cached_second, text = self._second
+        if second != cached_second:
+            text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = (second, text)
+        return f"{text}.{int((created - second) * 1000):03d}Z"
