@@ -424,8 +424,11 @@ def lua_string(text: str) -> str:
     return f"[==[{text}]==]"  # a long bracket: JSON never contains "]==]"
 
 
-def write_cases(model_dir: Path, rows: int, into: Path) -> Cases:
-    """Distinct request bodies of `rows` rows each, with the labels the artifact predicts for them."""
+def write_cases(model_dir: Path, rows: int, into: Path, *, wrong: bool = False) -> Cases:
+    """Distinct request bodies of `rows` rows each, with the labels the artifact predicts for them.
+
+    With `wrong`, every expected label is another class: the self-test of the checker.
+    """
     model = joblib.load(model_dir / "model.joblib")
     pool = checkable_rows(model)
     if rows == 1:
@@ -436,7 +439,11 @@ def write_cases(model_dir: Path, rows: int, into: Path) -> Cases:
     bodies, lua = [], ["return {"]
     for batch in batches:
         body = json.dumps({"instances": batch.tolist()})
-        expect = json.dumps(model.predict(batch).tolist(), separators=(",", ":"))[1:-1]
+        labels = model.predict(batch)
+        if wrong:
+            classes = list(model.classes_)
+            labels = np.array([classes[(classes.index(label) + 1) % len(classes)] for label in labels])
+        expect = json.dumps(labels.tolist(), separators=(",", ":"))[1:-1]
         bodies.append(body)
         lua.append(f"  {{body = {lua_string(body)}, expect = {lua_string(expect)}}},")
     lua.append("}")
@@ -445,7 +452,7 @@ def write_cases(model_dir: Path, rows: int, into: Path) -> Cases:
         raise RuntimeError(
             f"the checked rows of {model_dir} all predict {labels}: they would not catch a wrong answer"
         )
-    stem = into / f"{model_dir.name}-{rows}rows"
+    stem = into / f"{model_dir.name}-{rows}rows{'-wrong' if wrong else ''}"
     cases = Cases(stem.with_suffix(".lua"), stem.with_suffix(".json"))
     cases.lua.write_text("\n".join(lua) + "\n")
     cases.bodies.write_text(json.dumps(bodies))
@@ -526,6 +533,15 @@ def measure_server(
         failures.check(f"{where} 2-worker warm-up", warm)
         metrics["pss_2w_mib"] = pss_mib(two.process.pid)
     return metrics
+
+
+def check_the_checker(model_dir: Path, work: Path) -> None:
+    """Serve the baseline and expect wrong labels: predict.lua must flag every response, or we stop."""
+    cases = write_cases(model_dir, 1, work, wrong=True)
+    with running(SERVERS[BASELINE], model_dir, 1, work) as baseline:
+        result = wrk(baseline.port, baseline.server.predict_path, cases.lua, 2, 1)
+    if not 0 < result["checked"] == result["mismatches"] == result["requests"]:
+        raise RuntimeError(f"predict.lua failed its self-test (it should flag every response): {result}")
 
 
 def measure_ceiling(model_dir: Path, cases: dict[int, Cases], seconds: int) -> dict[str, float]:
@@ -770,6 +786,8 @@ NOTES = [
     f"master and its workers after a {WARMUP_S} s warm-up at 16 connections.",
     "in-process ceiling: json.loads(body) + model.predict_proba in one process pinned to core "
     f"{SERVER_CORE}, on the same bodies (bench/ceiling.py).",
+    "self-test: before measuring, the harness serves the baseline with wrong expected labels and "
+    "requires predict.lua to flag every response.",
     "ratios: computed within each round (servers measured back to back, order alternating), "
     "then the median over rounds.",
 ]
@@ -933,6 +951,7 @@ def run(config: Config) -> int:
             name: {rows: write_cases(d, rows, work) for rows in (1, BATCH_ROWS)}
             for name, d in model_dirs.items()
         }
+        check_the_checker(next(iter(model_dirs.values())), work)
         for round_no in range(config.rounds):
             for model, model_dir in model_dirs.items():
                 order = servers if round_no % 2 == 0 else servers[::-1]
