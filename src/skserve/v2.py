@@ -256,7 +256,7 @@ def error_response(error: HTTPException | APIError) -> WerkzeugResponse:
     if isinstance(error, APIError):
         return api.json_response({"error": error.message}, error.status)
     response = error.get_response()  # keeps headers such as 405's Allow
-    response.set_data(json.dumps({"error": error.description or error.name}))
+    response.set_data(json.dumps({"error": error.description or error.name}, separators=(",", ":")))
     response.mimetype = "application/json"
     return response
 
