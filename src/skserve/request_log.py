@@ -79,7 +79,7 @@ class JsonFormatter(logging.Formatter):
 
     def __init__(self) -> None:
         super().__init__()
-        self._second = (0, "")  # the last whole second formatted, and its text: one tuple, thread-safe
+        self._second = (-1, "")  # the last whole second formatted, and its text: one tuple, thread-safe
 
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
