@@ -13,6 +13,7 @@ import pytest
 from flask.testing import FlaskClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from prometheus_client.parser import text_string_to_metric_families
 
 import train
 from skserve import create_app
@@ -341,6 +342,33 @@ def test_wrong_method_is_405_in_the_v2_shape_with_allow_header(
 def test_paths_outside_v2_keep_the_api_error_shape(client: FlaskClient) -> None:
     assert client.get("/v2x").get_json()["error"]["code"] == "not_found"
     assert client.delete("/predict").get_json()["error"]["code"] == "method_not_allowed"
+
+
+def test_inference_and_its_errors_are_counted_in_metrics(client: FlaskClient) -> None:
+    def scrape() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        text = client.get("/metrics").get_data(as_text=True)
+        return {
+            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+        }
+
+    before = scrape()
+    infer(client, {"inputs": [tensor(ROWS + ROWS[:1])]})
+    infer(client, {"inputs": [tensor(datatype="FP32")]})
+    client.get("/v2/models/nope")
+    client.delete("/v2")
+    after = scrape()
+
+    def delta(name: str, **labels: str) -> float:
+        key = (name, tuple(sorted(labels.items())))
+        return after.get(key, 0) - before.get(key, 0)
+
+    assert delta("skserve_rows_predicted_total") == 4
+    assert [delta("skserve_predictions_total", **{"class": name}) for name in CLASSES] == [2, 1, 1]
+    assert delta("skserve_errors_total", code="invalid_input") == 1
+    assert delta("skserve_errors_total", code="not_found") == 1
+    assert delta("skserve_errors_total", code="method_not_allowed") == 1
 
 
 def test_an_unexpected_failure_is_a_generic_500_in_the_v2_shape(

@@ -11,7 +11,7 @@ from flask import Blueprint, Flask, Response, current_app, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from werkzeug.wrappers import Response as WerkzeugResponse
 
-from skserve import api
+from skserve import api, metrics
 from skserve.errors import APIError, InvalidInput, UnsupportedMediaType
 from skserve.model import LoadedModel, Prediction
 from skserve.schema import json_type, parse_json, rows_of_values, tensor_rows
@@ -86,6 +86,7 @@ def infer(name: str, version: str | None = None) -> Response:
     inference = parse_inference_request(read_inference_body(), len(model.feature_names))
     rows = rows_of_values(inference.rows, model.feature_names, current_app.config["MAX_ROWS"])
     prediction = model.predict(rows)
+    metrics.observe_predictions(prediction.labels)
     body: dict[str, Any] = {"model_name": model.name, "model_version": model.version}
     if inference.id is not None:
         body["id"] = inference.id
@@ -254,7 +255,9 @@ def shorten_all(names: Iterable[str]) -> str:
 def error_response(error: HTTPException | APIError) -> WerkzeugResponse:
     """The protocol's error shape, {"error": message}, with the status (and headers) the error carries."""
     if isinstance(error, APIError):
+        metrics.observe_error(error.code)
         return api.json_response({"error": error.message}, error.status)
+    metrics.observe_error(error.name.lower().replace(" ", "_"))  # the code /predict's errors carry
     response = error.get_response()  # keeps headers such as 405's Allow
     response.set_data(json.dumps({"error": error.description or error.name}, separators=(",", ":")))
     response.mimetype = "application/json"
