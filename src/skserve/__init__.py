@@ -8,7 +8,7 @@ from typing import Any
 
 from flask import Flask
 
-from skserve import api, metrics, request_log, v2
+from skserve import api, docs, metrics, request_log, v2
 from skserve.model import LoadedModel
 
 DEFAULTS: dict[str, Any] = {
@@ -44,6 +44,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     request_log.init_app(app, model.version)
     metrics.init_app(app, model)
     app.register_blueprint(api.bp)
+    app.register_blueprint(docs.bp)
     api.register_error_handlers(app)
     app.register_blueprint(v2.bp)
     v2.register_error_handlers(app)
