@@ -42,3 +42,11 @@ clean: ## Remove the venv, caches and trained models
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .coverage htmlcov
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 	find models -mindepth 1 ! -name .gitkeep -delete
+
+# ---------------------------------------------------------------------------------------------
+# The docs page (GET /): docs/screenshot.png is what the browser test sees (needs Debian's chromium).
+.PHONY: screenshot
+
+screenshot: $(INSTALLED) ## Refresh docs/screenshot.png: headless Chromium fills the docs page's form and predicts
+	SKSERVE_SCREENSHOT=$(CURDIR)/docs/screenshot.png $(VENV)/bin/pytest -q \
+		tests/test_docs.py::test_filling_the_form_and_clicking_predict_shows_the_model_answer
