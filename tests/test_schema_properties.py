@@ -1,0 +1,126 @@
+"""Properties of the validation core, over many generated bodies: exact round trips, and no surprises."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from skserve.errors import InvalidInput, PayloadTooLarge
+from skserve.schema import parse_json, rows_to_matrix, tensor_rows
+
+FEATURES = ["a", "b", "c"]
+MAX_ROWS = 20
+
+finite = st.floats(allow_nan=False, allow_infinity=False)
+# Anything JSON can hold, nested a little.
+json_values = st.recursive(
+    st.none() | st.booleans() | finite | st.integers() | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=3), inner, max_size=4),
+    max_leaves=12,
+)
+not_numbers = st.one_of(
+    st.none(), st.booleans(), st.text(max_size=5), st.lists(finite, max_size=2), st.just({})
+)
+matrices = st.integers(min_value=1, max_value=MAX_ROWS).flatmap(
+    lambda n_rows: st.lists(st.lists(finite, min_size=3, max_size=3), min_size=n_rows, max_size=n_rows)
+)
+
+
+@settings(max_examples=100, derandomize=True)
+@given(matrix=matrices)
+def test_any_matrix_of_finite_floats_round_trips_exactly(matrix: list[list[float]]) -> None:
+    rows = rows_to_matrix({"instances": matrix}, FEATURES, MAX_ROWS)
+    assert rows.dtype == np.float64
+    assert rows.shape == (len(matrix), 3)
+    assert rows.tolist() == matrix
+
+
+@settings(max_examples=100, derandomize=True)
+@given(matrix=matrices, data=st.data())
+def test_rows_as_objects_in_any_key_order_equal_rows_as_lists(matrix: list[list[float]], data: Any) -> None:
+    order = data.draw(st.permutations(FEATURES))
+    named = [{name: row[FEATURES.index(name)] for name in order} for row in matrix]
+    mixed = [data.draw(st.sampled_from([row, obj])) for row, obj in zip(matrix, named, strict=True)]
+    expected = rows_to_matrix({"instances": matrix}, FEATURES, MAX_ROWS)
+    assert np.array_equal(rows_to_matrix({"instances": mixed}, FEATURES, MAX_ROWS), expected)
+
+
+@settings(max_examples=100, derandomize=True)
+@given(matrix=matrices)
+def test_a_matrix_survives_the_trip_through_json_text(matrix: list[list[float]]) -> None:
+    """What a client serialises is what the model gets, bit for bit."""
+    body = json.dumps({"instances": matrix}).encode()
+    rows = rows_to_matrix(parse_json(body), FEATURES, MAX_ROWS)
+    assert rows.tobytes() == np.array(matrix, dtype=np.float64).tobytes()
+
+
+@settings(max_examples=100, derandomize=True)
+@given(matrix=matrices, bad=not_numbers, data=st.data())
+def test_a_non_number_anywhere_is_refused_naming_its_row_and_feature(
+    matrix: list[list[Any]], bad: Any, data: Any
+) -> None:
+    row = data.draw(st.integers(min_value=0, max_value=len(matrix) - 1))
+    column = data.draw(st.integers(min_value=0, max_value=2))
+    matrix[row][column] = bad
+    as_objects = data.draw(st.booleans())
+    instances = [dict(zip(FEATURES, values, strict=True)) for values in matrix] if as_objects else matrix
+    with pytest.raises(InvalidInput) as caught:
+        rows_to_matrix({"instances": instances}, FEATURES, MAX_ROWS)
+    assert caught.value.status == 400
+    assert f"row {row}, feature {FEATURES[column]!r}: expected a number" in caught.value.message
+
+
+@settings(max_examples=50, derandomize=True)
+@given(matrix=matrices, magnitude=st.integers(min_value=309, max_value=400), data=st.data())
+def test_integers_beyond_float64_are_refused_not_made_infinite(
+    matrix: list[list[Any]], magnitude: int, data: Any
+) -> None:
+    matrix[data.draw(st.integers(0, len(matrix) - 1))][data.draw(st.integers(0, 2))] = -(10**magnitude)
+    with pytest.raises(InvalidInput, match="too large for a 64-bit float"):
+        rows_to_matrix({"instances": matrix}, FEATURES, MAX_ROWS)
+
+
+@settings(max_examples=100, derandomize=True)
+@given(
+    payload=json_values | st.fixed_dictionaries({"instances": st.lists(json_values, max_size=MAX_ROWS + 2)})
+)
+def test_any_json_value_gives_a_matrix_or_an_api_error_and_nothing_else(payload: Any) -> None:
+    try:
+        rows = rows_to_matrix(payload, FEATURES, MAX_ROWS)
+    except (InvalidInput, PayloadTooLarge):
+        return
+    assert rows.shape[1] == 3
+    assert np.isfinite(rows).all()
+
+
+@settings(max_examples=100, derandomize=True)
+@given(body=st.binary(max_size=64) | json_values.map(lambda value: json.dumps(value).encode()))
+def test_any_bytes_parse_or_are_refused_with_invalid_input(body: bytes) -> None:
+    with contextlib.suppress(InvalidInput):
+        parse_json(body)
+
+
+@settings(max_examples=100, derandomize=True)
+@given(data=json_values, shape=json_values)
+def test_any_tensor_gives_rows_or_invalid_input(data: Any, shape: Any) -> None:
+    try:
+        rows = tensor_rows(data, shape, 3)
+    except InvalidInput:
+        return
+    # The structure is checked here; the row lengths and values are left to rows_of_values.
+    assert len(rows) == shape[0] >= 1
+    assert all(isinstance(row, list) for row in rows)
+
+
+@settings(max_examples=100, derandomize=True)
+@given(matrix=matrices)
+def test_a_flat_tensor_and_its_nested_form_give_the_same_rows(matrix: list[list[float]]) -> None:
+    shape = [len(matrix), 3]
+    flat = [value for row in matrix for value in row]
+    assert tensor_rows(flat, shape, 3) == tensor_rows(matrix, shape, 3) == matrix
