@@ -78,6 +78,18 @@ def test_documents_every_route_and_method_the_app_serves_and_no_other(small_app:
     )
 
 
+def test_every_response_declares_the_request_id_header(document: dict[str, Any]) -> None:
+    responses = [
+        response
+        for item in document["paths"].values()
+        for operation in item.values()
+        for response in operation["responses"].values()
+        if "$ref" not in response
+    ]
+    responses += document["components"]["responses"].values()
+    assert all("X-Request-ID" in response["headers"] for response in responses)
+
+
 def test_the_predict_schemas_are_generated_from_the_model(document: dict[str, Any]) -> None:
     schemas = document["components"]["schemas"]
     instances = schemas["PredictRequest"]["properties"]["instances"]
@@ -138,6 +150,7 @@ def test_real_responses_match_their_schemas(small_app: Flask, document: dict[str
         assert response.status_code == status, (path, response.get_json())
         errors = list(response_validator(document, path, method, status).iter_errors(response.get_json()))
         assert not errors, (path, status, errors)
+        assert response.headers["X-Request-ID"], path
     unsupported = client.post("/predict", data="x", content_type="text/plain")
     assert unsupported.status_code == 415
     assert response_validator(document, "/predict", "post", 415).is_valid(unsupported.get_json())

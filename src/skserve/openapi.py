@@ -40,6 +40,15 @@ def build_document(model: LoadedModel, *, max_rows: int, served_paths: Collectio
         "components": {
             "schemas": {**_core_schemas(model, max_rows), **_v2_schemas(model, max_rows)},
             "responses": _error_responses(),
+            "headers": {
+                "X-Request-ID": {
+                    "description": (
+                        "The request's ID, on every response: the client's own X-Request-ID when it "
+                        "is a safe token, else a new one. The access log and error bodies carry it too."
+                    ),
+                    "schema": {"type": "string"},
+                }
+            },
         },
     }
 
@@ -76,24 +85,22 @@ def _core_paths(model: LoadedModel) -> dict[str, Any]:
         "/openapi.json": _get(
             "openapi",
             "This document",
-            {
-                "description": "An OpenAPI 3.1 document",
-                "content": {JSON: {"schema": {"type": "object", "required": ["openapi", "info", "paths"]}}},
-            },
+            _response(
+                "An OpenAPI 3.1 document", {"type": "object", "required": ["openapi", "info", "paths"]}
+            ),
         ),
-        "/": _get("docsPage", _PAGE, _HTML),
-        "/docs": _get("docsPageAlias", f"{_PAGE} (the same as /)", _HTML),
+        "/": _get("docsPage", _PAGE, _html()),
+        "/docs": _get("docsPageAlias", f"{_PAGE} (the same as /)", _html()),
         "/metrics": _get(
             "metrics",
             "Prometheus metrics of every worker, in the text exposition format",
-            {"description": "Metrics", "content": {"text/plain": {"schema": {"type": "string"}}}},
+            _response("Metrics", {"type": "string"}, "text/plain"),
         ),
     }
 
 
 _REQUEST_ID = {"type": "string", "description": "Names the request in the server's logs"}
 _PAGE = "A self-contained HTML page: the model card and a form that sends a prediction"
-_HTML = {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}}
 
 
 def _v2_paths(model: LoadedModel) -> dict[str, Any]:
@@ -432,7 +439,19 @@ def _v2_example(model: LoadedModel) -> dict[str, Any]:
 
 
 def _json(description: str, schema: str) -> dict[str, Any]:
-    return {"description": description, "content": {JSON: {"schema": _ref(schema)}}}
+    return _response(description, _ref(schema))
+
+
+def _html() -> dict[str, Any]:
+    return _response("HTML", {"type": "string"}, "text/html")
+
+
+def _response(description: str, schema: dict[str, Any], media_type: str = JSON) -> dict[str, Any]:
+    return {
+        "description": description,
+        "headers": {"X-Request-ID": {"$ref": "#/components/headers/X-Request-ID"}},
+        "content": {media_type: {"schema": schema}},
+    }
 
 
 def _response_ref(name: str) -> dict[str, str]:
