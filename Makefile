@@ -44,6 +44,48 @@ clean: ## Remove the venv, caches and trained models
 	find models -mindepth 1 ! -name .gitkeep -delete
 
 # ---------------------------------------------------------------------------------------------
+# Docker: the image trains its model from the code in it and serves it (docs/docker.md).
+#   make docker-build IMAGE=skserve:1 BASE_IMAGE=python:3.12-slim@sha256:...   pin the base
+#   make docker-base && make docker-run BASE_IMAGE=skserve-base:bookworm       without a registry
+# DOCKER_BUILD: the build command, which must have BuildKit; empty picks `docker buildx build`
+#   when the buildx plugin is installed, else a docker client older than 23 (built-in BuildKit).
+# PIP_CERT (pip's own variable): when set, its CA bundle reaches pip in the build as a BuildKit
+#   secret, for TLS-intercepting proxies; it is never stored in a layer. `PIP_CERT=` turns it off.
+# TRAIN_MODEL, TRAIN_SEED, TRAIN_DATA (a CSV under data/), TRAIN_TARGET: training options.
+IMAGE ?= skserve:latest
+BASE_IMAGE ?= python:3.12-slim
+LOCAL_BASE ?= skserve-base:bookworm
+DOCKER_BUILD ?=
+DOCKER_BUILD_FLAGS ?=
+TRAIN_MODEL ?= logistic_regression
+TRAIN_SEED ?= 42
+TRAIN_DATA ?=
+TRAIN_TARGET ?=
+
+.PHONY: docker-build docker-run docker-base docker-test docker-lint
+
+docker-build: ## Build the image IMAGE (default skserve:latest) on BASE_IMAGE; the model is trained inside
+	IMAGE='$(IMAGE)' BASE_IMAGE='$(BASE_IMAGE)' DOCKER_BUILD='$(DOCKER_BUILD)' PIP_CERT='$(PIP_CERT)' \
+	TRAIN_MODEL='$(TRAIN_MODEL)' TRAIN_SEED='$(TRAIN_SEED)' TRAIN_DATA='$(TRAIN_DATA)' TRAIN_TARGET='$(TRAIN_TARGET)' \
+	docker/build-image.sh $(DOCKER_BUILD_FLAGS)
+
+docker-run: docker-build ## Build if needed, then run IMAGE in the foreground on http://127.0.0.1:PORT (Ctrl-C stops)
+	@echo "serving $(IMAGE) on http://127.0.0.1:$(PORT) (ready in a few seconds; Ctrl-C stops it)"
+	docker run --rm --read-only --tmpfs /tmp --publish 127.0.0.1:$(PORT):8000 $(IMAGE)
+
+docker-base: ## Build the registry-free base image LOCAL_BASE (default skserve-base:bookworm) from Debian packages
+	docker/build-base.sh '$(LOCAL_BASE)'
+
+docker-test: $(INSTALLED) ## Run only the tests that build and run the image on the real Docker engine
+	$(VENV)/bin/pytest -m docker
+
+docker-lint: $(INSTALLED) ## Check the Dockerfile with hadolint
+	$(VENV)/bin/hadolint Dockerfile
+
+# `make lint` checks the Dockerfile too.
+lint: docker-lint
+
+# ---------------------------------------------------------------------------------------------
 # The docs page (GET /): docs/screenshot.png is what the browser test sees (needs Debian's chromium).
 .PHONY: screenshot
 

@@ -49,6 +49,7 @@ if [ -n "${PIP_CERT:-}" ]; then
     args+=(--secret "id=pip-ca,src=$PIP_CERT")
 fi
 
+previous="$(docker image inspect --format '{{.Id}}' "$image" 2>/dev/null || true)"
 iidfile="$(mktemp)"
 trap 'rm -f "$iidfile"' EXIT
 "${build[@]}" "${args[@]}" --iidfile "$iidfile" "$@" "$context"
@@ -72,9 +73,14 @@ label_args=()
 for label in "${labels[@]}"; do label_args+=(--label "$label"); done
 printf 'FROM %s\n' "$image" | "${build[@]}" --quiet "${label_args[@]}" --tag "$image" - >/dev/null
 
-# The unlabelled image is now untagged; drop it unless a container still uses it.
-if [ "$(docker image inspect --format '{{.Id}}' "$image")" != "$unlabelled" ]; then
-    docker image rm "$unlabelled" >/dev/null 2>&1 || true
-fi
+# The unlabelled image and the one this build replaced are now untagged: drop them, unless a
+# container still uses them, rather than leave two dangling images behind every build.
+current="$(docker image inspect --format '{{.Id}}' "$image")"
+for old in "$unlabelled" "$previous"; do
+    if [ -n "$old" ] && [ "$old" != "$current" ] \
+        && [ "$(docker image inspect --format '{{len .RepoTags}}' "$old" 2>/dev/null)" = 0 ]; then
+        docker image rm "$old" >/dev/null 2>&1 || true
+    fi
+done
 echo "built $image: model ${labels[1]#*=} version ${labels[2]#*=}," \
      "$(docker image inspect --format '{{.Size}}' "$image" | awk '{printf "%.0f MB", $1/1e6}')"
