@@ -392,6 +392,10 @@ def _error_responses() -> dict[str, Any]:
         "NotFound": "No model of that name, or no such version of it",
     }
     responses = {name: _json(text, "Error") for name, text in descriptions.items() if name != "NotFound"}
+    # The V2 routes also take a body without Content-Type, as tritonclient sends it.
+    descriptions["UnsupportedMediaType"] = (
+        "The body is sent as another Content-Type than JSON, compressed, or with the binary tensor extension"
+    )
     responses.update({f"V2{name}": _json(text, "V2Error") for name, text in descriptions.items()})
     return responses
 
