@@ -121,7 +121,8 @@ def test_filling_the_form_and_clicking_predict_shows_the_model_answer(
         shown = str(evaluate("document.getElementById('prediction').textContent"))
         if shown:
             break
-        browser.call("Runtime.evaluate", {"expression": "new Promise(r => setTimeout(r, 100))"}, page)
+        pause = {"expression": "new Promise(r => setTimeout(r, 100))", "awaitPromise": True}
+        browser.call("Runtime.evaluate", pause, page)
     model = joblib.load(model_dir / MODEL_FILE)
     assert shown == model.predict(np.array([ROW]))[0]
     table = evaluate(
