@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -129,3 +130,25 @@ def test_bad_input_raises_with_the_server_message(
 
 def test_the_server_still_serves_after_the_errors(client: triton.InferenceServerClient) -> None:
     assert client.infer(NAME, [json_input(ROWS[:1])]).as_numpy("predict").shape == (1,)
+
+
+def test_concurrent_v2_and_predict_requests_each_get_their_own_rows(server: LiveServer) -> None:
+    """With /predict and /v2 sharing the micro-batcher, each answer must hold its own rows' results."""
+    batches = [np.random.default_rng(seed).uniform(0, 8, size=(1 + seed % 5, 4)) for seed in range(40)]
+    expected = [predicted(server, rows)["predictions"] for rows in batches]
+
+    def send(index: int) -> list[Any]:
+        rows = batches[index]
+        if index % 2:
+            return list(predicted(server, rows)["predictions"])
+        body = {
+            "inputs": [
+                {"name": "input-0", "shape": list(rows.shape), "datatype": "FP64", "data": rows.tolist()}
+            ]
+        }
+        response = server.request("POST", f"/v2/models/{NAME}/infer", body)
+        assert response.status == 200
+        return list(response.json()["outputs"][0]["data"])
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        assert list(pool.map(send, range(len(batches)))) == expected
