@@ -92,3 +92,26 @@ lint: docker-lint
 screenshot: $(INSTALLED) ## Refresh docs/screenshot.png: headless Chromium fills the docs page's form and predicts
 	SKSERVE_SCREENSHOT=$(CURDIR)/docs/screenshot.png $(VENV)/bin/pytest -q \
 		tests/test_docs.py::test_filling_the_form_and_clicking_predict_shows_the_model_answer
+
+# ---------------------------------------------------------------------------------------------
+# Benchmark (bench/): skserve against a naive Flask app, side by side, every answer checked.
+#   make bench                                  3 rounds x 5 s per load, both models (~6 min)
+#   make bench BENCH_ROUNDS=1 BENCH_DURATION=2 BENCH_MODELS=pipeline      a quick look
+#   make bench BENCH_PEERS=mlflow               also MLflow's scoring server (own venv, bench/.peers/)
+# Needs two cores and wrk (installed with apt-get when missing, so run as root).
+BENCH_INSTALLED := $(VENV)/.bench-installed
+WRK := command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+
+.PHONY: bench bench-profile
+
+$(BENCH_INSTALLED): $(INSTALLED) bench/requirements.txt
+	$(PYTHON) -m pip install --quiet -r bench/requirements.txt
+	touch $@
+
+bench: $(BENCH_INSTALLED) ## Benchmark skserve vs a naive Flask app; writes bench/results/ (see bench/run.py)
+	@$(WRK)
+	$(PYTHON) bench/run.py
+
+bench-profile: $(BENCH_INSTALLED) ## Sample a loaded skserve worker with py-spy; writes bench/results/profile.md
+	@$(WRK)
+	$(PYTHON) bench/profile.py
