@@ -960,6 +960,7 @@ def run(config: Config) -> int:
     servers = [SERVERS[OURS], SERVERS[BASELINE], *(PEERS[p] for p in config.peers)]
     records: list[dict[str, Any]] = []
     failures = Failures()
+    commit = git_commit()  # before the run: what was measured, even if HEAD moves meanwhile
     with tempfile.TemporaryDirectory(prefix="skserve-bench-") as tmp:
         work = Path(tmp)
         logs = work / "logs"
@@ -993,7 +994,7 @@ def run(config: Config) -> int:
     meta = {
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine(),
-        "commit": git_commit(),
+        "commit": commit,
         "python": platform.python_version(),
         "sklearn": sklearn.__version__,
         "config": {
