@@ -935,7 +935,7 @@ def git_commit() -> str:
         ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False
     )
     dirty = subprocess.run(
-        ["git", "status", "--porcelain", "--", "src", "gunicorn.conf.py"],
+        ["git", "--no-optional-locks", "status", "--porcelain", "--", "src", "gunicorn.conf.py"],
         cwd=ROOT,
         capture_output=True,
         text=True,
