@@ -134,11 +134,19 @@ def main() -> int:
     seconds = int(os.environ.get("BENCH_PROFILE_SECONDS", "15"))
     models = tuple(m for m in os.environ.get("BENCH_MODELS", ",".join(run.MODELS)).split(",") if m)
     run.RESULTS.mkdir(exist_ok=True)
+    commit = run.git_commit()
     with tempfile.TemporaryDirectory(prefix="skserve-profile-") as tmp:
         work = Path(tmp)
         dirs = run.train_models(models, work / "models")
         reports = [profile(model, dirs[model], work, seconds) for model in models]
-    text = "# skserve worker profile under load (`make bench-profile`)\n\n" + "\n\n".join(reports) + "\n"
+    head = (
+        "# skserve worker profile under load (`make bench-profile`)\n\n"
+        f"Commit {commit}; one gunicorn worker pinned to core {run.SERVER_CORE}, wrk at {CONNECTIONS} "
+        f"connections and py-spy (--nonblocking, {seconds} s) on core {run.LOAD_CORE}. py-spy's "
+        "'not idle' view also counts threads blocked on a lock or the GIL; the GIL view is where "
+        "Python code spends the CPU. Flame graphs: profile-<model>.svg.\n\n"
+    )
+    text = head + "\n\n".join(reports) + "\n"
     (run.RESULTS / "profile.md").write_text(text)
     print(text)
     return 0
