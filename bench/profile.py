@@ -5,7 +5,8 @@ load it with wrk at 16 connections (1 row per request, every answer checked), an
 worker with py-spy from core 1. Writes bench/results/profile-<model>.svg (flame graph) and
 prints, per model, the share of samples by library and the top functions by own and total time.
 
-Environment: BENCH_PROFILE_SECONDS (default 15), BENCH_MODELS (default "pipeline,forest").
+Environment: BENCH_PROFILE_SECONDS (default 15), BENCH_MODELS (default "pipeline,forest"),
+BENCH_QUIET_WAIT (seconds to wait for other sessions' CPU work to stop first, default 60).
 """
 
 from __future__ import annotations
@@ -101,6 +102,7 @@ def py_spy(pid: int, seconds: int, out: Path, fmt: str, *extra: str) -> subproce
 
 
 def profile(model: str, model_dir: Path, work: Path, seconds: int) -> str:
+    quiet = run.wait_for_quiet(float(os.environ.get("BENCH_QUIET_WAIT", "60")))
     cases = run.write_cases(model_dir, 1, work)
     failures = run.Failures()
     with run.running(run.SERVERS[run.OURS], model_dir, 1, work) as server:
@@ -122,7 +124,8 @@ def profile(model: str, model_dir: Path, work: Path, seconds: int) -> str:
         raise RuntimeError("; ".join(failures.messages))
     rate = result["requests"] / (result["duration_us"] / 1e6)
     return (
-        f"## {model}: {rate:,.0f} req/s while sampled\n\n"
+        f"## {model}: {rate:,.0f} req/s while sampled "
+        f"(other sessions' load before it: {quiet['other_load_before_pct']:.0f}% of the busier core)\n\n"
         f"### Threads not idle (running, or waiting for the GIL or the core)\n\n{summarize(active)}\n\n"
         f"### The thread holding the GIL (Python-level CPU; C code that releases the GIL is missing)\n\n"
         f"{summarize(gil)}"
