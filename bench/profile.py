@@ -114,7 +114,8 @@ def profile(model: str, model_dir: Path, work: Path, seconds: int) -> str:
             py_spy(worker, seconds, gil, "raw", "--gil"),
             py_spy(worker, seconds, run.RESULTS / f"profile-{model}.svg", "flamegraph"),
         ]
-        result = run.wrk(server.port, "/predict", cases.lua, CONNECTIONS, seconds + 2)
+        with run.CpuMeter(run.process_tree(server.process.pid)) as cpu:
+            result = run.wrk(server.port, "/predict", cases.lua, CONNECTIONS, seconds + 2)
         failures.check("profiled load", result)
         for sampler in samplers:
             _, err = sampler.communicate(timeout=seconds + 60)
@@ -123,9 +124,12 @@ def profile(model: str, model_dir: Path, work: Path, seconds: int) -> str:
     if failures.messages:
         raise RuntimeError("; ".join(failures.messages))
     rate = result["requests"] / (result["duration_us"] / 1e6)
+    noise = cpu.metrics(result["requests"])
     return (
-        f"## {model}: {rate:,.0f} req/s while sampled "
-        f"(other sessions' load before it: {quiet['other_load_before_pct']:.0f}% of the busier core)\n\n"
+        f"## {model}: {rate:,.0f} req/s while sampled\n\n"
+        f"Server CPU {noise['cpu_ms_per_req']:.2f} ms per request; other sessions' work took "
+        f"{quiet['other_load_before_pct']:.0f}% of the busier core just before and "
+        f"{noise['server_core_other_pct']:.0f}% of the server's core during the load.\n\n"
         f"### Threads not idle (running, or waiting for the GIL or the core)\n\n{summarize(active)}\n\n"
         f"### The thread holding the GIL (Python-level CPU; C code that releases the GIL is missing)\n\n"
         f"{summarize(gil)}"
