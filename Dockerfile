@@ -64,8 +64,9 @@ LABEL org.opencontainers.image.title="skserve" \
       org.opencontainers.image.base.name="${BASE_IMAGE}"
 
 # A numeric, unprivileged user that owns nothing in the image: code and model stay read-only.
-RUN groupadd --system --gid 10001 skserve \
-    && useradd --system --uid 10001 --gid skserve --no-create-home --home-dir /nonexistent \
+# --no-log-init: no lastlog/faillog entries, which grow with the uid.
+RUN groupadd --gid 10001 skserve \
+    && useradd --uid 10001 --gid skserve --no-log-init --no-create-home --home-dir /nonexistent \
        --shell /usr/sbin/nologin skserve
 
 ENV PATH=/opt/venv/bin:$PATH \
