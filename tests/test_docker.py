@@ -97,7 +97,8 @@ def engine() -> None:
         skip_or_fail("the Docker engine did not answer within 30 s")
     else:
         if result.returncode != 0:
-            skip_or_fail(f"no Docker engine reachable: {result.stderr.strip().splitlines()[-1:]}")
+            last_line = (result.stderr.strip().splitlines() or ["no message"])[-1]
+            skip_or_fail(f"no Docker engine reachable: {last_line}")
 
 
 @pytest.fixture(scope="session")
