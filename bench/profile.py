@@ -108,7 +108,8 @@ def profile(model: str, model_dir: Path, work: Path, seconds: int) -> str:
     with run.running(run.SERVERS[run.OURS], model_dir, 1, work) as server:
         failures.check("warm-up", run.wrk(server.port, "/predict", cases.lua, CONNECTIONS, 2))
         worker = run.process_tree(server.process.pid)[1]
-        active, gil = work / f"{model}.txt", work / f"{model}-gil.txt"
+        # Collapsed stacks, kept beside the report for grepping callers (gitignored).
+        active, gil = run.RESULTS / f"profile-{model}.txt", run.RESULTS / f"profile-{model}-gil.txt"
         samplers = [
             py_spy(worker, seconds, active, "raw"),
             py_spy(worker, seconds, gil, "raw", "--gil"),
