@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
+import stat
 from pathlib import Path
 
 import pytest
@@ -40,3 +42,13 @@ def test_a_card_that_is_not_strict_json_is_refused_before_anything_is_replaced(t
         write_artifact(tmp_path, "new", {"metric": float("nan")})
     assert json.loads((tmp_path / CARD_FILE).read_text())["name"] == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([CARD_FILE, MODEL_FILE])
+
+
+def test_files_are_readable_by_other_users_under_the_usual_umask(tmp_path: Path) -> None:
+    """A server running as another user (a container's non-root uid) must be able to read them."""
+    previous = os.umask(0o022)
+    try:
+        write_artifact(tmp_path, "model", {"name": "demo"})
+    finally:
+        os.umask(previous)
+    assert {stat.S_IMODE((tmp_path / name).stat().st_mode) for name in (MODEL_FILE, CARD_FILE)} == {0o644}

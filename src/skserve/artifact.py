@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -62,9 +62,11 @@ def read_card(model_dir: Path) -> dict[str, Any]:
 
 
 def _temp_path(directory: Path, name: str) -> Path:
-    handle, path = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
-    os.close(handle)
-    return Path(path)
+    """A fresh name beside `name`; its writer creates the file with the umask's permissions.
+
+    Not mkstemp: its 0600 would hide the model from a server running as another user.
+    """
+    return directory / f".{name}.{secrets.token_hex(8)}.tmp"
 
 
 def _fsync(path: Path) -> None:
