@@ -7,7 +7,7 @@ from collections import Counter as Tally
 from collections.abc import Sequence
 from typing import Any
 
-from flask import Blueprint, Flask, Response, current_app, g
+from flask import Blueprint, Flask, Response, current_app, request
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
@@ -19,6 +19,9 @@ MULTIPROCESS_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
 
 EXTENSION = "skserve.metrics"
 UNMATCHED = "unmatched"  # the endpoint label of requests that matched no route (404, 405)
+# Where a request's row count and error code wait in its WSGI environ for its log line (request_log).
+ROWS_KEY = "skserve.rows"
+ERROR_KEY = "skserve.error"
 
 # Where the metrics are defined; in multiprocess mode, /metrics reads every process's files instead.
 REGISTRY = CollectorRegistry()
@@ -100,7 +103,7 @@ def observe_request(endpoint: str, status: int, seconds: float) -> None:
 
 def observe_predictions(labels: Sequence[Any]) -> None:
     """Count one request's predicted rows and their classes; the row count also goes in its log line."""
-    g.predicted_rows = len(labels)
+    request.environ[ROWS_KEY] = len(labels)
     ROWS.inc(len(labels))
     _, by_class = current_app.extensions[EXTENSION]
     for label, count in Tally(labels).items():
@@ -111,7 +114,7 @@ def observe_predictions(labels: Sequence[Any]) -> None:
 
 def observe_error(code: str) -> None:
     """Count an error response by its code; the code also goes in the request's log line."""
-    g.error_code = code
+    request.environ[ERROR_KEY] = code
     ERRORS.labels(code).inc()
 
 
