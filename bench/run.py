@@ -8,7 +8,7 @@ Writes bench/results/latest.{md,json} and plot.png; exits 1 if any response was 
 Environment: BENCH_DURATION (seconds per load, default 5), BENCH_ROUNDS (default 3),
 BENCH_PEERS (comma list of optional extra servers: naive_proba, mlflow),
 BENCH_MODELS (default "pipeline,forest"), BENCH_QUIET_WAIT (seconds to wait for other sessions'
-CPU work to stop before each server, default 20).
+CPU work to stop before each server, default 20), BENCH_SERVER_CORE (0, or 1 to swap the cores).
 """
 
 from __future__ import annotations
@@ -48,8 +48,10 @@ RESULTS = BENCH / "results"
 PEERS_DIR = BENCH / ".peers"
 VENV_BIN = Path(sys.executable).parent
 
-SERVER_CORE = "0"
-LOAD_CORE = "1"
+# The server gets one core, wrk the other. BENCH_SERVER_CORE=1 swaps them, for when another session
+# keeps core 0 busy on this shared machine.
+SERVER_CORE = os.environ.get("BENCH_SERVER_CORE", "0")
+LOAD_CORE = "1" if SERVER_CORE == "0" else "0"
 HOST = "127.0.0.1"
 BASELINE = "baseline"
 OURS = "skserve"
