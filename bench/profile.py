@@ -129,7 +129,7 @@ def profile(model: str, model_dir: Path, work: Path, seconds: int) -> str:
     return (
         f"## {model}: {rate:,.0f} req/s while sampled\n\n"
         f"Server CPU {noise['cpu_ms_per_req']:.2f} ms per request; other sessions' work took "
-        f"{quiet['other_load_before_pct']:.0f}% of the busier core just before and "
+        f"{quiet['other_load_before_pct']:.0f}% of the server's core just before and "
         f"{noise['server_core_other_pct']:.0f}% of the server's core during the load.\n\n"
         f"### Threads not idle (running, or waiting for the GIL or the core)\n\n{summarize(active)}\n\n"
         f"### The thread holding the GIL (Python-level CPU; C code that releases the GIL is missing)\n\n"
