@@ -65,7 +65,9 @@ bp = Blueprint("metrics", __name__)
 def init_app(app: Flask, model: LoadedModel) -> None:
     """Publish `model` in skserve_model_info and serve GET /metrics."""
     if MULTIPROCESS_DIR is None:
-        MODEL_INFO.clear()  # one model per process; tests build several apps in one
+        # A server serves one model; tests build apps around several, and each starts these afresh.
+        MODEL_INFO.clear()
+        PREDICTIONS.clear()
         exposed = REGISTRY
     else:
         exposed = CollectorRegistry()
