@@ -1,6 +1,7 @@
 """gunicorn settings for skserve, each with its reason. Environment: PORT, WEB_CONCURRENCY, MODEL_DIR."""
 
 import atexit
+import logging
 import os
 import shutil
 import sys
@@ -88,7 +89,7 @@ class _Logger(glogging.Logger):  # type: ignore[misc]  # gunicorn is untyped
 # (about 45 us of a worker's CPU, measured) even when no handler prints it: this logger skips that.
 logger_class = _Logger
 
-# Every other line, gunicorn's own included, goes to stdout as one JSON object in the same format,
+# Every log line, gunicorn's own included, goes to stdout as one JSON object in the same format,
 # so one stream in one format carries all the server's logs. Loggers that exist already (skserve's)
 # stay enabled, and gunicorn.error keeps the level of --log-level.
 logconfig_dict: dict[str, Any] = {
@@ -103,6 +104,9 @@ logconfig_dict: dict[str, Any] = {
         "gunicorn.error": {"handlers": [], "propagate": True},
     },
 }
+
+# Python warnings (scikit-learn's, say) become log records too, so they also come out as JSON lines.
+logging.captureWarnings(True)
 
 
 def child_exit(server: Any, worker: Any) -> None:
