@@ -115,3 +115,11 @@ def child_exit(server: Any, worker: Any) -> None:
     Its counters' and histograms' files stay, so /metrics still adds in what it counted.
     """
     multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]  # untyped upstream
+
+
+def worker_exit(server: Any, worker: Any) -> None:
+    """A worker is stopping: answer the requests still queued for a batch (skserve.batching)."""
+    # Imported here, not at the top: the app's modules are the app's to import, once it is loaded.
+    from skserve.api import close_batcher  # noqa: PLC0415
+
+    close_batcher(worker.wsgi)

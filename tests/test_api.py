@@ -133,12 +133,11 @@ def test_wrong_method_is_405_json_with_allow_header(client: FlaskClient, method:
 def test_an_unexpected_failure_is_a_generic_500_that_echoes_nothing(
     model_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    app = create_app({"TESTING": True, "PROPAGATE_EXCEPTIONS": False, "MODEL_DIR": str(model_dir)})
-
     def explode(self: LoadedModel, rows: np.ndarray) -> None:
         raise RuntimeError("secret internal detail")
 
-    monkeypatch.setattr(LoadedModel, "predict", explode)
+    monkeypatch.setattr(LoadedModel, "probabilities", explode)  # before the app's batcher takes it
+    app = create_app({"TESTING": True, "PROPAGATE_EXCEPTIONS": False, "MODEL_DIR": str(model_dir)})
     response = post(app.test_client(), {"instances": [[1.5, 2.5, 3.5, 4.5]]})
     assert_error(response, 500, "internal_server_error")
     assert b"secret" not in response.data

@@ -17,6 +17,10 @@ DEFAULTS: dict[str, Any] = {
     "MAX_BODY_BYTES": 1024 * 1024,
     "ALLOW_VERSION_MISMATCH": False,
     "MODEL_NAME": None,  # None or empty: the name in the model card
+    # Micro-batching of concurrent /predict requests (skserve.batching); BATCHING=false scores each alone.
+    "BATCHING": True,
+    "BATCH_WAIT_MS": 2.0,  # longest wait for more requests, and only after a batch of several
+    "MAX_BATCH_ROWS": 1000,  # rows per model call; a larger request is scored alone
 }
 
 
@@ -41,6 +45,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         # SKSERVE_MODEL_NAME serves the model under another name (/model, the V2 routes) without retraining.
         model = model.renamed(str(app.config["MODEL_NAME"]))
     app.extensions[api.MODEL_EXTENSION] = model
+    api.init_batching(app)
     request_log.init_app(app, model.version)
     metrics.init_app(app, model)
     app.register_blueprint(api.bp)

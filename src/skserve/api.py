@@ -5,19 +5,22 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import numpy as np
 from flask import Blueprint, Flask, Response, current_app, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response as WerkzeugResponse
 
 from skserve import metrics
+from skserve.batching import Batcher
 from skserve.errors import APIError, PayloadTooLarge, UnsupportedMediaType
-from skserve.model import LoadedModel
+from skserve.model import LoadedModel, Prediction
 from skserve.request_log import request_id
 from skserve.schema import parse_json, rows_to_matrix
 
 bp = Blueprint("api", __name__)
 
 MODEL_EXTENSION = "skserve.model"
+BATCHER_EXTENSION = "skserve.batcher"
 
 
 def loaded_model(app: Flask | None = None) -> LoadedModel:
@@ -39,7 +42,7 @@ def json_response(body: Any, status: int = 200) -> Response:
 def predict() -> Response:
     model = loaded_model()
     rows = rows_to_matrix(read_json_body(), model.feature_names, current_app.config["MAX_ROWS"])
-    prediction = model.predict(rows)
+    prediction = predict_rows(rows)
     metrics.observe_predictions(prediction.labels)
     return json_response(
         {
@@ -48,6 +51,33 @@ def predict() -> Response:
             "model_version": model.version,
         }
     )
+
+
+def predict_rows(rows: np.ndarray) -> Prediction:
+    """Score validated rows: in a batch with concurrent requests' rows when batching is on."""
+    model = loaded_model()
+    batcher: Batcher | None = current_app.extensions.get(BATCHER_EXTENSION)
+    if batcher is None:
+        return model.predict(rows)
+    return model.prediction_from(batcher.submit(rows))
+
+
+def init_batching(app: Flask) -> None:
+    """Give the app its Batcher unless BATCHING is off; its thread starts with the first request."""
+    if app.config["BATCHING"]:
+        app.extensions[BATCHER_EXTENSION] = Batcher(
+            loaded_model(app).probabilities,
+            max_rows=int(app.config["MAX_BATCH_ROWS"]),
+            max_wait_s=float(app.config["BATCH_WAIT_MS"]) / 1000,
+            on_batch=metrics.observe_batch,
+        )
+
+
+def close_batcher(app: Flask) -> None:
+    """Answer the requests still waiting for a batch and stop the batching thread (worker exit)."""
+    batcher: Batcher | None = app.extensions.get(BATCHER_EXTENSION)
+    if batcher is not None:
+        batcher.close()
 
 
 @bp.get("/health")

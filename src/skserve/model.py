@@ -91,13 +91,28 @@ class LoadedModel:
         `predict` decides for every classifier training offers (tests hold them to it), so
         callers get both for the price of one model call.
         """
+        return self.prediction_from(self.probabilities(rows))
+
+    def probabilities(self, rows: np.ndarray) -> np.ndarray:
+        """The estimator's `predict_proba` for a 2-D float64 array of rows: one call, any number of rows.
+
+        A single row is scored as two copies of itself. numpy multiplies a one-row matrix with BLAS
+        gemv and a taller one with gemm, and for linear models the two differ in the last bits;
+        scored this way a row gets the same bits alone, in a batch with any other rows, or in a
+        multi-row request (tests hold every estimator training offers to it).
+        """
+        scored = rows if len(rows) > 1 else np.repeat(rows, 2, axis=0)
         # Finite values can still overflow inside the estimator (a scaler dividing 1e308, a tree
         # casting to float32): the input's fault, so refused with a 400 like any other bad value.
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             try:
-                probabilities = self.estimator.predict_proba(rows)
+                probabilities: np.ndarray = self.estimator.predict_proba(scored)
             except ValueError as error:
                 raise InvalidInput(f"values too large for the model to compute with: {error}") from None
+        return probabilities[: len(rows)]
+
+    def prediction_from(self, probabilities: np.ndarray) -> Prediction:
+        """Labels and per-class probabilities from the rows of `probabilities` this model computed."""
         if not np.isfinite(probabilities).all():
             raise InvalidInput("values too large for the model to compute with: its probabilities overflow")
         classes = self.estimator.classes_
