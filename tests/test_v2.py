@@ -374,12 +374,11 @@ def test_inference_and_its_errors_are_counted_in_metrics(client: FlaskClient) ->
 def test_an_unexpected_failure_is_a_generic_500_in_the_v2_shape(
     model_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    app = create_app({"TESTING": True, "PROPAGATE_EXCEPTIONS": False, "MODEL_DIR": str(model_dir)})
-
     def explode(self: LoadedModel, rows: np.ndarray) -> None:
         raise RuntimeError("secret internal detail")
 
-    monkeypatch.setattr(LoadedModel, "predict", explode)
+    monkeypatch.setattr(LoadedModel, "probabilities", explode)  # before the app's batcher takes it
+    app = create_app({"TESTING": True, "PROPAGATE_EXCEPTIONS": False, "MODEL_DIR": str(model_dir)})
     response = infer(app.test_client(), {"inputs": [tensor()]})
     assert_v2_error(response, 500, "internal error")
     assert b"secret" not in response.data

@@ -85,7 +85,7 @@ def infer(name: str, version: str | None = None) -> Response:
     model = served_model(name, version)
     inference = parse_inference_request(read_inference_body(), len(model.feature_names))
     rows = rows_of_values(inference.rows, model.feature_names, current_app.config["MAX_ROWS"])
-    prediction = model.predict(rows)
+    prediction = api.predict_rows(rows)  # the /predict view's path, micro-batching included
     metrics.observe_predictions(prediction.labels)
     body: dict[str, Any] = {"model_name": model.name, "model_version": model.version}
     if inference.id is not None:
