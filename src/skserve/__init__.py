@@ -30,7 +30,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     Settings come from `DEFAULTS`, then the environment (`MODEL_DIR`, and `SKSERVE_<NAME>`
     for the others), or from `test_config` alone when given.
     """
-    app = Flask(__name__)
+    app = Flask(__name__, static_folder=None)  # no static files; the docs page is self-contained
     app.config.from_mapping(DEFAULTS)
     if test_config is None:
         app.config["MODEL_DIR"] = os.environ.get("MODEL_DIR", DEFAULTS["MODEL_DIR"])
