@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
 import pytest
 
 from skserve.errors import InvalidInput, PayloadTooLarge
-from skserve.schema import parse_json, rows_of_values, rows_to_matrix, tensor_rows
+from skserve.schema import _row_values, parse_json, rows_of_values, rows_to_matrix, tensor_rows
 
 FEATURES = ["a", "b", "c"]
 
@@ -135,3 +136,48 @@ def test_tensor_rows_refuse_shapes_and_data_that_disagree(data: Any, shape: Any,
     with pytest.raises(InvalidInput) as caught:
         tensor_rows(data, shape, 3)
     assert message in caught.value.message
+
+
+def test_parse_json_reads_numbers_to_the_same_float64_values_as_the_standard_library() -> None:
+    """orjson parses first; no value may change by a bit, big integers included."""
+    rng = np.random.default_rng(5)
+    values = [repr(float(v)) for v in rng.standard_normal(300) * 10.0 ** rng.integers(-300, 300, 300)]
+    values += [f"{float(v):.4g}" for v in rng.standard_normal(300)]
+    values += ["0", "-0", "-0.0", "1E5", "123456789012345678901234567890", "-9223372036854775809", "1e-400"]
+    body = ("[" + ",".join(values) + "]").encode()
+    parsed = np.array(parse_json(body), dtype=np.float64)
+    assert parsed.tobytes() == np.array(json.loads(body), dtype=np.float64).tobytes()
+    with pytest.raises(InvalidInput, match="value is too large for a 64-bit float"):
+        matrix(parse_json(b'{"instances": [[1e400, 1, 2]]}'))
+
+
+@pytest.mark.parametrize(
+    "instances",
+    [
+        [[1, 2, 3], [4.5, -0.0, 6]],
+        [[1, 2, True]],
+        [[1, 2, None]],
+        [[1, 2, "3"]],
+        [[1, 2, [3]]],
+        [[1, 2]],
+        [[1, 2, 3, 4]],
+        [[1, 2, 3], {"a": 1, "b": 2, "c": 3}],
+        [[1, 2, 3], "row"],
+        [[1, 2, 10**400]],
+    ],
+)
+def test_rows_of_plain_lists_are_judged_as_row_by_row_checks_judge_them(instances: list[Any]) -> None:
+    """The fast check of list rows accepts exactly what the per-row checks accept."""
+    try:
+        expected: Any = np.array([_row_values(i, row, FEATURES) for i, row in enumerate(instances)], float)
+    except (InvalidInput, OverflowError) as error:
+        expected = type(error)
+    try:
+        got: Any = rows_of_values(instances, FEATURES, 100)
+    except InvalidInput as error:
+        got = type(error)
+    if isinstance(expected, np.ndarray):
+        assert isinstance(got, np.ndarray)
+        assert got.tobytes() == expected.tobytes()
+    else:
+        assert got is InvalidInput

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from itertools import chain
 from typing import Any, NoReturn
 
 import numpy as np
+import orjson
 
 from skserve.errors import InvalidInput, PayloadTooLarge
 
@@ -18,6 +20,12 @@ REQUIRED_FORMAT = (
 
 def parse_json(body: bytes) -> Any:
     """Parse strict JSON: NaN and Infinity literals, non-UTF-8 text and runaway nesting are refused."""
+    try:
+        # orjson parses a 100-row body in a tenth of the standard library's time, to the same values
+        # (integers past 64 bits come out as the nearest float rather than an int).
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        pass  # the standard library then names the problem, or accepts what orjson does not (1e400)
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
@@ -51,7 +59,10 @@ def rows_of_values(instances: list[Any], features: Sequence[str], max_rows: int)
     and return them as a finite (n_rows, n_features) float64 array; /predict and /v2 share it."""
     if len(instances) > max_rows:
         raise PayloadTooLarge(f"{len(instances)} rows sent; at most {max_rows} rows per request")
-    matrix = [_row_values(index, row, features) for index, row in enumerate(instances)]
+    if _lists_of_numbers(instances, len(features)):
+        matrix = instances
+    else:  # checked row by row, to say which row and feature is wrong
+        matrix = [_row_values(index, row, features) for index, row in enumerate(instances)]
     try:
         rows = np.array(matrix, dtype=np.float64)
     except OverflowError:
@@ -107,6 +118,19 @@ def json_type(value: Any) -> str:
     if isinstance(value, list):
         return "an array"
     return "an object"
+
+
+_NUMBER_TYPES = frozenset({int, float})
+
+
+def _lists_of_numbers(rows: list[Any], width: int) -> bool:
+    """Whether every row is a list of `width` ints and floats (no bools), checked in C loops: the
+    common case costs a few microseconds per 100 rows instead of one per row."""
+    return (
+        set(map(type, rows)) == {list}
+        and set(map(len, rows)) == {width}
+        and _NUMBER_TYPES.issuperset(map(type, chain.from_iterable(rows)))
+    )
 
 
 def _row_values(index: int, row: Any, features: Sequence[str]) -> list[Any]:
