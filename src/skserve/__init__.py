@@ -19,7 +19,7 @@ DEFAULTS: dict[str, Any] = {
     "MODEL_NAME": None,  # None or empty: the name in the model card
     # Micro-batching of concurrent /predict requests (skserve.batching); BATCHING=false scores each alone.
     "BATCHING": True,
-    "BATCH_WAIT_MS": 2.0,  # longest wait for more requests, and only after a batch of several
+    "BATCH_WAIT_MS": 5.0,  # longest wait for more requests, and only after a batch of several
     "MAX_BATCH_ROWS": 1000,  # rows per model call; a larger request is scored alone
 }
 
