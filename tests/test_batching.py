@@ -58,12 +58,15 @@ def wait_until(condition: Callable[[], bool]) -> None:
 @contextmanager
 def gated_batch(batcher: Batcher, gate: Gate, batches: list[np.ndarray]) -> Iterator[list[Future[Any]]]:
     """Submit a first matrix (whose call the gate holds), then `batches` while it is held; release the
-    gate after the block. Yields the futures of `batches`, whose answers then come from one batch."""
+    gate after the block. Yields the futures of `batches`, queued in their order, whose answers then
+    come from the batches that order makes."""
     with ThreadPoolExecutor(max_workers=len(batches) + 1) as pool:
         first = pool.submit(batcher.submit, np.zeros((1, 4)))
         assert gate.entered.wait(DEADLINE_S)
-        futures = [pool.submit(batcher.submit, rows) for rows in batches]
-        wait_until(lambda: batcher.queued == len(batches))
+        futures: list[Future[Any]] = []
+        for rows in batches:  # one at a time, so the queue holds them in the order given
+            futures.append(pool.submit(batcher.submit, rows))
+            wait_until(lambda: batcher.queued == len(futures))
         yield futures
         gate.release.set()
         first.exception(DEADLINE_S)  # waits; the first call may fail like the rest
