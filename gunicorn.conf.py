@@ -91,15 +91,14 @@ class _Logger(glogging.Logger):  # type: ignore[misc]  # gunicorn is untyped
 logger_class = _Logger
 
 # Every log line, gunicorn's own included, goes to stdout as one JSON object in the same format,
-# so one stream in one format carries all the server's logs. Loggers that exist already (skserve's)
+# so one stream in one format carries all the server's logs; LineHandler writes each line with one
+# system call and no lock. Loggers that exist already (skserve's)
 # stay enabled, and gunicorn.error keeps the level of --log-level.
 logconfig_dict: dict[str, Any] = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"json": {"()": "skserve.request_log.JsonFormatter"}},
-    "handlers": {
-        "stdout": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stdout"}
-    },
+    "handlers": {"stdout": {"class": "skserve.request_log.LineHandler", "formatter": "json"}},
     "root": {"level": "INFO", "handlers": ["stdout"]},
     "loggers": {
         "gunicorn.error": {"handlers": [], "propagate": True},

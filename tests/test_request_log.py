@@ -5,9 +5,12 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import re
 import sys
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +19,7 @@ from flask.testing import FlaskClient
 
 from skserve import create_app, metrics
 from skserve.artifact import read_card
-from skserve.request_log import JsonFormatter
+from skserve.request_log import JsonFormatter, LineHandler
 from tests.live_server import LiveServer, running
 
 ROWS = [[5.1, 3.5, 1.4, 0.2], [6.2, 2.9, 4.3, 1.3], [7.7, 3.0, 6.1, 2.3]]
@@ -193,6 +196,58 @@ def test_the_formatter_writes_utc_times_with_milliseconds() -> None:
     ]:
         record.created = created
         assert json.loads(formatter.format(record))["time"] == expected
+
+
+def line_logger(name: str, fd: int) -> logging.Logger:
+    """A logger of its own that writes JSON lines through a LineHandler to `fd`."""
+    handler = LineHandler(fd)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger(name)
+    logger.handlers = [handler]
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    return logger
+
+
+def test_the_line_handler_keeps_every_line_whole_when_many_threads_log_at_once() -> None:
+    read_end, write_end = os.pipe()
+    received: list[bytes] = []
+
+    def drain() -> None:
+        while chunk := os.read(read_end, 65536):
+            received.append(chunk)
+
+    reader = threading.Thread(target=drain)
+    reader.start()
+    logger = line_logger("test.line_handler", write_end)
+    padding = "p" * 1000  # lines of about 1.1 kB: several fill a pipe's buffer, so writers do contend
+
+    def log_lines(thread: int) -> None:
+        for line in range(200):
+            logger.info("thread %d line %d", thread, line, extra={"fields": {"padding": padding}})
+
+    try:
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            list(pool.map(log_lines, range(16)))
+    finally:
+        os.close(write_end)
+        reader.join(30)
+        os.close(read_end)
+    lines = [json.loads(line) for line in b"".join(received).decode().splitlines()]
+    assert sorted(line["message"] for line in lines) == sorted(
+        f"thread {thread} line {line}" for thread in range(16) for line in range(200)
+    )
+    assert all(line["padding"] == padding for line in lines)
+
+
+def test_a_failed_line_write_is_reported_not_raised(capsys: pytest.CaptureFixture[str]) -> None:
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # nobody reads stdout any more: the write fails with EPIPE
+    try:
+        line_logger("test.line_handler_broken", write_end).info("lost")
+    finally:
+        os.close(write_end)
+    assert "BrokenPipeError" in capsys.readouterr().err
 
 
 # --- the real server: every line gunicorn and the app print is JSON ---

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import secrets
 import time
 from time import perf_counter
 from typing import Any
 
+import orjson
 from flask import Flask, has_request_context, request
 from werkzeug.wrappers import Response
 
@@ -107,7 +109,10 @@ class JsonFormatter(logging.Formatter):
             line["exception"] = self.formatException(record.exc_info)
         if record.stack_info:
             line["stack"] = self.formatStack(record.stack_info)
-        return json.dumps(line, default=str)
+        try:
+            return orjson.dumps(line, default=str).decode()  # about a tenth of json.dumps' time
+        except orjson.JSONEncodeError:  # what orjson refuses (an int past 64 bits): the stdlib writes
+            return json.dumps(line, default=str)
 
     def _utc(self, created: float) -> str:
         """ISO 8601 with milliseconds, e.g. 2026-11-28T14:29:03.120Z."""
@@ -117,3 +122,30 @@ class JsonFormatter(logging.Formatter):
             text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
             self._second = (second, text)
         return f"{text}.{int((created - second) * 1000):03d}Z"
+
+
+class LineHandler(logging.Handler):
+    """Writes each formatted record and a newline to a file descriptor (default stdout) in one
+    `os.write`, and takes no lock: a StreamHandler holds one around every record, and with 16
+    request threads logging a line each, waiting for it cost more than writing (measured).
+
+    One write per line keeps lines whole: POSIX makes a pipe write of up to PIPE_BUF (4096) bytes
+    atomic, and Linux serialises writes to a regular file. Access lines stay far below that
+    (paths are cut at MAX_LOGGED_PATH); a longer line, such as a traceback, written while the
+    reader lags, could interleave with another thread's, as it could with another worker's.
+    """
+
+    def __init__(self, fd: int | None = None) -> None:
+        super().__init__()
+        self.fd = 1 if fd is None else fd
+
+    def createLock(self) -> None:  # noqa: N802 (logging's name)
+        self.lock = None  # logging.Handler.acquire/release do nothing without one
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            data = (self.format(record) + "\n").encode()
+            while data:
+                data = data[os.write(self.fd, data) :]
+        except Exception:  # logging's contract: report through handleError, never raise
+            self.handleError(record)
