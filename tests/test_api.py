@@ -15,7 +15,7 @@ from flask.testing import FlaskClient
 
 from skserve import create_app
 from skserve.artifact import MODEL_FILE, read_card
-from skserve.model import LoadedModel
+from tests.conftest import SECRET_FAILURE
 
 ROWS = [[5.1, 3.5, 1.4, 0.2], [6.2, 2.9, 4.3, 1.3], [7.7, 3.0, 6.1, 2.3]]
 FEATURES = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]
@@ -130,17 +130,10 @@ def test_wrong_method_is_405_json_with_allow_header(client: FlaskClient, method:
     assert response.headers["Allow"]
 
 
-def test_an_unexpected_failure_is_a_generic_500_that_echoes_nothing(
-    model_dir: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    def explode(self: LoadedModel, rows: np.ndarray) -> None:
-        raise RuntimeError("secret internal detail")
-
-    monkeypatch.setattr(LoadedModel, "probabilities", explode)  # before the app's batcher takes it
-    app = create_app({"TESTING": True, "PROPAGATE_EXCEPTIONS": False, "MODEL_DIR": str(model_dir)})
-    response = post(app.test_client(), {"instances": [[1.5, 2.5, 3.5, 4.5]]})
+def test_an_unexpected_failure_is_a_generic_500_that_echoes_nothing(failing_app: Flask) -> None:
+    response = post(failing_app.test_client(), {"instances": [[1.5, 2.5, 3.5, 4.5]]})
     assert_error(response, 500, "internal_server_error")
-    assert b"secret" not in response.data
+    assert SECRET_FAILURE.encode() not in response.data
     assert b"Traceback" not in response.data
     assert b"1.5" not in response.data
 

@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from flask import Flask
 from flask.testing import FlaskClient
 
-from skserve import create_app, metrics
 from skserve.artifact import read_card
 from skserve.request_log import JsonFormatter, LineHandler
+from tests.conftest import SECRET_FAILURE
 from tests.live_server import LiveServer, running
 
 ROWS = [[5.1, 3.5, 1.4, 0.2], [6.2, 2.9, 4.3, 1.3], [7.7, 3.0, 6.1, 2.3]]
@@ -146,21 +147,16 @@ def test_each_request_without_an_id_gets_a_new_one(client: FlaskClient) -> None:
 
 
 def test_an_unexpected_failure_is_logged_once_with_its_request_id_and_traceback(
-    model_dir: Path, monkeypatch: pytest.MonkeyPatch, json_log: JsonLog
+    failing_app: Flask, json_log: JsonLog
 ) -> None:
-    def explode(labels: Any) -> None:
-        raise RuntimeError("internal detail")
-
-    monkeypatch.setattr(metrics, "observe_predictions", explode)
-    app = create_app({"TESTING": True, "PROPAGATE_EXCEPTIONS": False, "MODEL_DIR": str(model_dir)})
-    response = app.test_client().post(
+    response = failing_app.test_client().post(
         "/predict", json={"instances": ROWS}, headers={"X-Request-ID": "boom-1"}
     )
     assert response.status_code == 500
     assert response.get_json()["error"]["request_id"] == "boom-1"
     (failure,) = [line for line in json_log.lines() if line["level"] == "ERROR"]
     assert failure["request_id"] == "boom-1"
-    assert "RuntimeError: internal detail" in failure["exception"]
+    assert f"RuntimeError: {SECRET_FAILURE}" in failure["exception"]
     (access,) = json_log.access()
     assert (access["status"], access["error"], access["request_id"]) == (
         500,

@@ -5,20 +5,23 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import tomllib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from flask import Flask
 from flask.testing import FlaskClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 import train
-from skserve import create_app
+from skserve import create_app, v2
 from skserve.artifact import read_card, write_artifact
-from skserve.model import LoadedModel
+from tests.conftest import SECRET_FAILURE
+from tests.live_server import REPO
 
 NAME = "iris-logistic-regression"  # what train.py names the fixture's model
 INFER = f"/v2/models/{NAME}/infer"
@@ -371,17 +374,15 @@ def test_inference_and_its_errors_are_counted_in_metrics(client: FlaskClient) ->
     assert delta("skserve_errors_total", code="method_not_allowed") == 1
 
 
-def test_an_unexpected_failure_is_a_generic_500_in_the_v2_shape(
-    model_dir: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    def explode(self: LoadedModel, rows: np.ndarray) -> None:
-        raise RuntimeError("secret internal detail")
+def test_the_server_version_is_the_projects_version() -> None:
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert project["version"] == v2.SERVER_VERSION
 
-    monkeypatch.setattr(LoadedModel, "probabilities", explode)  # before the app's batcher takes it
-    app = create_app({"TESTING": True, "PROPAGATE_EXCEPTIONS": False, "MODEL_DIR": str(model_dir)})
-    response = infer(app.test_client(), {"inputs": [tensor()]})
+
+def test_an_unexpected_failure_is_a_generic_500_in_the_v2_shape(failing_app: Flask) -> None:
+    response = infer(failing_app.test_client(), {"inputs": [tensor()]})
     assert_v2_error(response, 500, "internal error")
-    assert b"secret" not in response.data
+    assert SECRET_FAILURE.encode() not in response.data
     assert b"input-0" not in response.data
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import numpy as np
@@ -131,7 +130,7 @@ def handle_http_exception(error: HTTPException) -> WerkzeugResponse:
     """Werkzeug's 404, 405, 500 and friends, in the API's one error shape."""
     response = error.get_response()  # keeps headers such as 405's Allow
     code = error.name.lower().replace(" ", "_")
-    response.set_data(json.dumps(error_body(code, error.description or error.name)))
+    response.set_data(orjson.dumps(error_body(code, error.description or error.name)))
     response.mimetype = "application/json"
     return response
 

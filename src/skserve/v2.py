@@ -19,7 +19,7 @@ from skserve.schema import json_type, parse_json, rows_of_values, tensor_rows
 bp = Blueprint("v2", __name__, url_prefix="/v2")
 
 SERVER_NAME = "skserve"
-SERVER_VERSION = "0.1.0"  # the project's version, as pyproject.toml states it
+SERVER_VERSION = "0.1.0"  # pyproject.toml's version (a test keeps the two in step)
 PLATFORM = "sklearn_joblib"  # the protocol names platforms "<project>_<format>"
 INPUT_NAME = "input-0"
 INPUT_DATATYPE = "FP64"
