@@ -14,6 +14,7 @@ import sklearn
 
 from skserve.artifact import CARD_FILE, MODEL_FILE, read_card, sha256_of
 from skserve.errors import InvalidInput
+from skserve.scoring import predict_proba
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +108,7 @@ class LoadedModel:
         # casting to float32): the input's fault, so refused with a 400 like any other bad value.
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             try:
-                probabilities: np.ndarray = self.estimator.predict_proba(scored)
+                probabilities = predict_proba(self.estimator, scored)
             except ValueError as error:
                 raise InvalidInput(f"values too large for the model to compute with: {error}") from None
         return probabilities[: len(rows)]
