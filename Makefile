@@ -95,9 +95,10 @@ screenshot: $(INSTALLED) ## Refresh docs/screenshot.png: headless Chromium fills
 
 # ---------------------------------------------------------------------------------------------
 # Benchmark (bench/): skserve against a naive Flask app, side by side, every answer checked.
-#   make bench                                  3 rounds x 5 s per load, both models (~6 min)
+#   make bench                                  3 rounds x 5 s per load, both models (~12 min)
 #   make bench BENCH_ROUNDS=1 BENCH_DURATION=2 BENCH_MODELS=pipeline      a quick look
 #   make bench BENCH_PEERS=mlflow               also MLflow's scoring server (own venv, bench/.peers/)
+#   make bench BENCH_PEERS=floor                also the floor: Flask answering from a table, no model work
 # Needs two cores and wrk (installed with apt-get when missing, so run as root).
 BENCH_INSTALLED := $(VENV)/.bench-installed
 WRK := command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
