@@ -1,63 +1,100 @@
-"""The cheap ways of scoring give the estimator's own predict_proba, bit for bit."""
+"""Scoring shortcuts give the estimator's own predict_proba, bit for bit, or are not used."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
 import pytest
 from sklearn.datasets import load_iris, load_wine
-from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
+from sklearn.ensemble import ExtraTreesClassifier, HistGradientBoostingClassifier, RandomForestClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 import train
-from skserve.scoring import predict_proba
+from skserve import scoring
+from skserve.scoring import scorer_for
 
 IRIS = load_iris()
 WINE = load_wine()
+TWO_CLASSES = IRIS.target < 2
+WINE_LABELS = WINE.target_names[WINE.target]
 
 
-def forests() -> list[Any]:
-    """Forests as train.py makes them, and others: extra trees, two classes, string labels, few trees."""
-    trained, _ = train.train(train.load_bundled(), "random_forest", 0)
-    two_classes = IRIS.target < 2
-    return [
-        trained,
-        ExtraTreesClassifier(n_estimators=30, random_state=1).fit(IRIS.data, IRIS.target),
-        RandomForestClassifier(n_estimators=7, random_state=2).fit(
-            IRIS.data[two_classes], IRIS.target[two_classes]
-        ),
-        RandomForestClassifier(n_estimators=25, max_depth=3, random_state=3).fit(
-            WINE.data, WINE.target_names[WINE.target]
-        ),
-    ]
+def trained(model: str) -> Any:
+    estimator, _ = train.train(train.load_bundled(), model, 0)
+    return estimator
 
 
-FORESTS = forests()
+def logistic(**scaler: bool) -> Any:
+    return make_pipeline(StandardScaler(**scaler), LogisticRegression(max_iter=5000))
 
 
-@pytest.mark.parametrize("forest", FORESTS, ids=["trained", "extra-trees", "two-classes", "string-labels"])
+# Estimators as train.py makes them, and others of the same kinds: more features, two classes,
+# string labels, scalers without centring or scaling.
+SHORTCUT_ESTIMATORS = {
+    "trained-forest": trained("random_forest"),
+    "extra-trees": ExtraTreesClassifier(n_estimators=30, random_state=1).fit(IRIS.data, IRIS.target),
+    "forest-two-classes": RandomForestClassifier(n_estimators=7, random_state=2).fit(
+        IRIS.data[TWO_CLASSES], IRIS.target[TWO_CLASSES]
+    ),
+    "forest-wine": RandomForestClassifier(n_estimators=25, max_depth=3, random_state=3).fit(
+        WINE.data, WINE_LABELS
+    ),
+    "trained-pipeline": trained("logistic_regression"),
+    "pipeline-two-classes": logistic().fit(IRIS.data[TWO_CLASSES], IRIS.target[TWO_CLASSES]),
+    "pipeline-wine": logistic().fit(WINE.data, WINE_LABELS),
+    "pipeline-not-centred": logistic(with_mean=False).fit(IRIS.data, IRIS.target),
+    "pipeline-not-scaled": logistic(with_std=False).fit(WINE.data, WINE_LABELS),
+}
+
+
+@pytest.mark.parametrize("estimator", SHORTCUT_ESTIMATORS.values(), ids=SHORTCUT_ESTIMATORS.keys())
 @pytest.mark.parametrize("n_rows", [1, 2, 17, 500])
-def test_a_forest_scores_with_the_bits_of_its_own_predict_proba(forest: Any, n_rows: int) -> None:
-    n_features = forest.n_features_in_
+def test_a_shortcut_scores_with_the_bits_of_predict_proba(estimator: Any, n_rows: int) -> None:
+    score = scorer_for(estimator)
+    assert score != estimator.predict_proba  # the shortcut, not the fallback, is under test
+    n_features = estimator.n_features_in_
     rng = np.random.default_rng(n_rows)
-    # Inside and far outside the training range, and values that round when cast to float32.
+    # Inside and far outside the training range, with digits that float32 (the trees') rounds away.
     rows = rng.uniform(-50, 1500, size=(n_rows, n_features)) + rng.uniform(0, 1e-9, size=(n_rows, n_features))
-    assert predict_proba(forest, rows).tobytes() == forest.predict_proba(rows).tobytes()
+    assert score(rows).tobytes() == estimator.predict_proba(rows).tobytes()
 
 
-def test_a_forest_refuses_values_past_float32_as_scikit_learn_does() -> None:
-    forest = FORESTS[1]  # extra trees
-    rows = np.array([[1.0, 2.0, 1e300, 4.0]])
-    with np.errstate(over="ignore"), pytest.raises(ValueError, match="too large for dtype\\('float32'\\)"):
-        forest.predict_proba(rows)
-    with np.errstate(over="ignore"), pytest.raises(ValueError, match="too large for dtype\\('float32'\\)"):
-        predict_proba(forest, rows)
+def test_a_shortcut_that_does_not_reproduce_predict_proba_is_not_used(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """As if a scikit-learn release computed differently: the model falls back to predict_proba."""
+    honest = scoring._scaled_logistic_predict_proba
+
+    def one_bit_off(scaler: Any, logistic: Any, rows: np.ndarray) -> np.ndarray:
+        return np.nextafter(honest(scaler, logistic, rows), 2.0)
+
+    monkeypatch.setattr(scoring, "_scaled_logistic_predict_proba", one_bit_off)
+    estimator = SHORTCUT_ESTIMATORS["trained-pipeline"]
+    with caplog.at_level(logging.WARNING, logger="skserve.scoring"):
+        assert scorer_for(estimator) == estimator.predict_proba
+    assert "the Pipeline shortcut differs from predict_proba" in caplog.text
 
 
-def test_a_subclass_keeps_its_own_predict_proba() -> None:
+def test_other_estimators_and_subclasses_keep_their_own_predict_proba() -> None:
     class Calibrated(RandomForestClassifier):
         def predict_proba(self, X: Any) -> Any:
             return np.full((len(X), 3), 1 / 3)
 
-    forest = Calibrated(n_estimators=5, random_state=0).fit(IRIS.data, IRIS.target)
-    assert predict_proba(forest, IRIS.data[:4]).tolist() == [[1 / 3] * 3] * 4
+    subclass = Calibrated(n_estimators=5, random_state=0).fit(IRIS.data, IRIS.target)
+    boosting = HistGradientBoostingClassifier(max_iter=5).fit(IRIS.data, IRIS.target)
+    bare_logistic = LogisticRegression(max_iter=5000).fit(IRIS.data, IRIS.target)
+    for estimator in (subclass, boosting, bare_logistic):
+        assert scorer_for(estimator) == estimator.predict_proba
+
+
+def test_a_forest_refuses_values_past_float32_as_scikit_learn_does() -> None:
+    forest = SHORTCUT_ESTIMATORS["extra-trees"]
+    rows = np.array([[1.0, 2.0, 1e300, 4.0]])
+    with np.errstate(over="ignore"), pytest.raises(ValueError, match="too large for dtype\\('float32'\\)"):
+        forest.predict_proba(rows)
+    with np.errstate(over="ignore"), pytest.raises(ValueError, match="too large for dtype\\('float32'\\)"):
+        scorer_for(forest)(rows)

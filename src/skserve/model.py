@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from itertools import repeat
 from pathlib import Path
 from typing import Any
@@ -14,7 +14,7 @@ import sklearn
 
 from skserve.artifact import CARD_FILE, MODEL_FILE, read_card, sha256_of
 from skserve.errors import InvalidInput
-from skserve.scoring import predict_proba
+from skserve.scoring import Score, scorer_for
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,11 @@ class Prediction:
 class LoadedModel:
     estimator: Any
     card: dict[str, Any]
+    # The estimator's predict_proba, or a cheaper equivalent (skserve.scoring), chosen once.
+    score: Score = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "score", scorer_for(self.estimator))  # frozen: set once, here
 
     @classmethod
     def load(cls, model_dir: Path, *, allow_version_mismatch: bool = False) -> LoadedModel:
@@ -108,7 +113,7 @@ class LoadedModel:
         # casting to float32): the input's fault, so refused with a 400 like any other bad value.
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             try:
-                probabilities = predict_proba(self.estimator, scored)
+                probabilities = self.score(scored)
             except ValueError as error:
                 raise InvalidInput(f"values too large for the model to compute with: {error}") from None
         return probabilities[: len(rows)]
