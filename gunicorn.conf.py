@@ -124,6 +124,18 @@ def pre_fork(server: Any, worker: Any) -> None:
     gc.freeze()
 
 
+# How long a thread may hold the GIL while others wait for it: 0.1 ms, not Python's 5 ms. A worker
+# runs 16 request threads, the batching thread and gunicorn's dispatching main thread on one core;
+# with 5 ms turns, some connections waited several turns and p99 reached 5x p50. Measured side by
+# side (pipeline, 16 connections, one core): p99/p50 5.5 -> 2.3, and 1,277 -> 1,622 req/s.
+SWITCH_INTERVAL_S = 0.0001
+
+
+def post_fork(server: Any, worker: Any) -> None:
+    """In each worker: hand the GIL round in short turns (SWITCH_INTERVAL_S)."""
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
+
+
 def worker_exit(server: Any, worker: Any) -> None:
     """A worker is stopping: answer the requests still queued for a batch (skserve.batching)."""
     # Imported here, not at the top: the app's modules are the app's to import, once it is loaded.
