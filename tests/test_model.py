@@ -49,6 +49,17 @@ def test_exposes_the_card_as_source_of_truth(model_dir: Path) -> None:
     assert loaded.classes == ["setosa", "versicolor", "virginica"]
 
 
+def test_a_renamed_model_keeps_the_scorer_verified_at_load(
+    model_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SKSERVE_MODEL_NAME renames the loaded model: its scorer is not probed and logged a second time."""
+    with caplog.at_level(logging.INFO, logger="skserve.scoring"):
+        loaded = LoadedModel.load(model_dir)
+        renamed = loaded.renamed("another-name")
+    assert renamed.score is loaded.score
+    assert caplog.text.count("by a shortcut that matched predict_proba") == 1
+
+
 def test_missing_model_directory_says_to_train(tmp_path: Path) -> None:
     with pytest.raises(ArtifactError, match=r"no model card at .*run `make train` first"):
         LoadedModel.load(tmp_path / "absent")

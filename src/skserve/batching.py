@@ -10,9 +10,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-log = logging.getLogger(__name__)
+from skserve.scoring import Score
 
-Score = Callable[[np.ndarray], np.ndarray]
+log = logging.getLogger(__name__)
 
 _PENDING = np.empty((0, 0))
 

@@ -37,11 +37,8 @@ class Prediction:
 class LoadedModel:
     estimator: Any
     card: dict[str, Any]
-    # The estimator's predict_proba, or a cheaper equivalent (skserve.scoring), chosen once.
-    score: Score = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "score", scorer_for(self.estimator))  # frozen: set once, here
+    # The estimator's predict_proba, or a cheaper equivalent verified at load (skserve.scoring).
+    score: Score = field(repr=False, compare=False)
 
     @classmethod
     def load(cls, model_dir: Path, *, allow_version_mismatch: bool = False) -> LoadedModel:
@@ -68,7 +65,7 @@ class LoadedModel:
             estimator = joblib.load(model_path)
         except Exception as error:  # unpickling can raise nearly anything; all mean "unusable"
             raise ArtifactError(f"cannot load {model_path}: {type(error).__name__}: {error}") from None
-        return cls(estimator=estimator, card=card)
+        return cls(estimator=estimator, card=card, score=scorer_for(estimator))
 
     @property
     def version(self) -> str:
