@@ -17,6 +17,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -572,7 +573,8 @@ def test_a_code_only_change_reuses_the_dependency_layers(image: str, base_image:
     try:
         build(unchanged)
         api = context / "src" / "skserve" / "api.py"
-        api.write_text(api.read_text() + "\n# a code-only change\n")
+        # A change no earlier build has seen: a rerun on the same engine would find the edit cached.
+        api.write_text(api.read_text() + f"\n# a code-only change {uuid.uuid4()}\n")
         steps = build(changed)
 
         def from_cache(step: str) -> list[bool]:
