@@ -9,11 +9,13 @@ from typing import Any
 
 import joblib
 import numpy as np
+import orjson
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
 from skserve import create_app
+from skserve.api import probability_objects
 from skserve.artifact import MODEL_FILE, read_card
 from tests.conftest import SECRET_FAILURE
 
@@ -34,6 +36,21 @@ def assert_error(response: Any, status: int, code: str, message: str = "") -> No
     assert body["error"]["code"] == code
     assert body["error"]["request_id"] == response.headers["X-Request-ID"]
     assert message in body["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    "class_names",
+    [("setosa", "versicolor", "virginica"), ("0", "1"), ("100%", '%s "quoted"', "naïve\\", "")],
+)
+def test_probability_objects_are_the_bytes_of_a_dict_per_row(class_names: tuple[str, ...]) -> None:
+    """The template-built objects equal orjson's encoding of {class: probability} dicts, for any
+    class names (a % or a quote in one included) and probabilities of any size."""
+    rng = np.random.default_rng(0)
+    for n_rows in (1, 2, 100):
+        # Powers spread the values from about 1 down to subnormal numbers, so exponents appear too.
+        probabilities = rng.random((n_rows, len(class_names))) ** rng.integers(1, 600, size=(n_rows, 1))
+        expected = [dict(zip(class_names, row, strict=True)) for row in probabilities.tolist()]
+        assert orjson.dumps(probability_objects(probabilities, class_names)) == orjson.dumps(expected)
 
 
 def test_predicts_rows_given_as_lists(client: FlaskClient, model_dir: Path) -> None:

@@ -37,8 +37,8 @@ def test_predictions_equal_the_saved_estimator_called_in_process(estimator: str,
     prediction = loaded.predict(rows)
     assert prediction.labels == saved.predict(rows).tolist()
     expected = saved.predict_proba(rows)
-    assert [list(p.values()) for p in prediction.probabilities] == expected.tolist()
-    assert all(list(p) == ["setosa", "versicolor", "virginica"] for p in prediction.probabilities)
+    assert prediction.probabilities.tobytes() == expected.tobytes()
+    assert prediction.class_names == ("setosa", "versicolor", "virginica")
 
 
 def test_exposes_the_card_as_source_of_truth(model_dir: Path) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field, replace
-from itertools import repeat
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,9 @@ class ArtifactError(RuntimeError):
 @dataclass(frozen=True)
 class Prediction:
     labels: list[Any]
-    probabilities: list[dict[str, float]]
+    # One row per input row, one column per class, in the order of class_names.
+    probabilities: np.ndarray
+    class_names: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,11 @@ class LoadedModel:
     def classes(self) -> list[Any] | None:
         return self.card.get("classes")
 
+    @cached_property
+    def class_names(self) -> tuple[str, ...]:
+        """The estimator's classes as text, in the order of its probability columns."""
+        return tuple(str(name) for name in self.estimator.classes_.tolist())
+
     def predict(self, rows: np.ndarray) -> Prediction:
         """Predict a 2-D float64 array of rows in feature order.
 
@@ -119,13 +126,10 @@ class LoadedModel:
         """Labels and per-class probabilities from the rows of `probabilities` this model computed."""
         if not np.isfinite(probabilities).all():
             raise InvalidInput("values too large for the model to compute with: its probabilities overflow")
-        classes = self.estimator.classes_
-        labels = classes.take(probabilities.argmax(axis=1)).tolist()
-        names = [str(name) for name in classes.tolist()]
         return Prediction(
-            labels=labels,
-            # map() builds the per-row dicts without a Python-level loop: a third faster at 100 rows.
-            probabilities=list(map(dict, map(zip, repeat(names), probabilities.tolist()))),
+            labels=self.estimator.classes_.take(probabilities.argmax(axis=1)).tolist(),
+            probabilities=probabilities,
+            class_names=self.class_names,
         )
 
 

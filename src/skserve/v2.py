@@ -226,7 +226,7 @@ def encode_output(name: str, prediction: Prediction, model: LoadedModel) -> dict
         datatype = label_datatype(classes(model))
         labels = prediction.labels if datatype == "INT64" else [str(label) for label in prediction.labels]
         return {"name": PREDICT, "datatype": datatype, "shape": [n_rows], "data": labels}
-    data = [value for row in prediction.probabilities for value in row.values()]
+    data = prediction.probabilities.ravel().tolist()
     return {"name": PREDICT_PROBA, "datatype": "FP64", "shape": [n_rows, len(classes(model))], "data": data}
 
 
