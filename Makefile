@@ -99,6 +99,7 @@ screenshot: $(INSTALLED) ## Refresh docs/screenshot.png: headless Chromium fills
 #   make bench BENCH_ROUNDS=1 BENCH_DURATION=2 BENCH_MODELS=pipeline      a quick look
 #   make bench BENCH_PEERS=mlflow               also MLflow's scoring server (own venv, bench/.peers/)
 #   make bench BENCH_PEERS=floor                also the floor: Flask answering from a table, no model work
+#   make bench BENCH_PEERS=bare                 also skserve's parse, score and encode alone, without logs, metrics or checks
 # Needs two cores and wrk (installed with apt-get when missing, so run as root).
 BENCH_INSTALLED := $(VENV)/.bench-installed
 WRK := command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }

@@ -6,7 +6,7 @@ to core 1 through bench/predict.lua, and measures start-up, memory and the in-pr
 Writes bench/results/latest.{md,json} and plot.png; exits 1 if any response was wrong or failed.
 
 Environment: BENCH_DURATION (seconds per load, default 5), BENCH_ROUNDS (default 3),
-BENCH_PEERS (comma list of optional extra servers: naive_proba, floor, mlflow),
+BENCH_PEERS (comma list of optional extra servers: naive_proba, floor, bare, mlflow),
 BENCH_MODELS (default "pipeline,forest"), BENCH_QUIET_WAIT (seconds to wait for other sessions'
 CPU work to stop before each server, default 20), BENCH_SERVER_CORE (0, or 1 to swap the cores).
 """
@@ -200,6 +200,7 @@ SERVERS = {
 PEERS = {
     "naive_proba": Server("naive_proba", flask_app_command("naive_proba_app"), "/predict", ONE_ROW),
     "floor": Server("floor", flask_app_command("floor_app"), "/predict", ONE_ROW),
+    "bare": Server("bare", flask_app_command("bare_app"), "/predict", ONE_ROW),
     "mlflow": Server("mlflow", mlflow_command, "/ping", None, "/invocations"),
 }
 
@@ -835,6 +836,7 @@ COLOURS = {
     BASELINE: "#9a9a9a",
     "naive_proba": "#ff7f0e",
     "floor": "#9467bd",
+    "bare": "#17becf",
     "mlflow": "#2ca02c",
 }
 LABEL_BOX = {"facecolor": "white", "alpha": 0.8, "edgecolor": "none", "pad": 1}
