@@ -38,7 +38,7 @@ def test_predictions_equal_the_saved_estimator_called_in_process(estimator: str,
     assert prediction.labels == saved.predict(rows).tolist()
     expected = saved.predict_proba(rows)
     assert prediction.probabilities.tobytes() == expected.tobytes()
-    assert prediction.class_names == ("setosa", "versicolor", "virginica")
+    assert loaded.class_names == ("setosa", "versicolor", "virginica")  # the columns' classes
 
 
 def test_exposes_the_card_as_source_of_truth(model_dir: Path) -> None:

@@ -70,7 +70,7 @@ def predict() -> Response:
     return json_response(
         {
             "predictions": prediction.labels,
-            "probabilities": probability_objects(prediction.probabilities, prediction.class_names),
+            "probabilities": probability_objects(prediction.probabilities, model.class_names),
             "model_version": model.version,
         }
     )

@@ -30,9 +30,8 @@ class ArtifactError(RuntimeError):
 @dataclass(frozen=True)
 class Prediction:
     labels: list[Any]
-    # One row per input row, one column per class, in the order of class_names.
+    # One row per input row, one column per class, in the order of the model's class_names.
     probabilities: np.ndarray
-    class_names: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -129,7 +128,6 @@ class LoadedModel:
         return Prediction(
             labels=self.estimator.classes_.take(probabilities.argmax(axis=1)).tolist(),
             probabilities=probabilities,
-            class_names=self.class_names,
         )
 
 
