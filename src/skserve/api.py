@@ -150,9 +150,18 @@ def handle_api_error(error: APIError) -> Response:
 
 def handle_http_exception(error: HTTPException) -> WerkzeugResponse:
     """Werkzeug's 404, 405, 500 and friends, in the API's one error shape."""
-    response = error.get_response()  # keeps headers such as 405's Allow
-    code = error.name.lower().replace(" ", "_")
-    response.set_data(orjson.dumps(error_body(code, error.description or error.name)))
+    return http_error_response(error, error_body(http_error_code(error), error.description or error.name))
+
+
+def http_error_code(error: HTTPException) -> str:
+    """The error code of a Werkzeug HTTP error, e.g. "method_not_allowed"."""
+    return error.name.lower().replace(" ", "_")
+
+
+def http_error_response(error: HTTPException, body: dict[str, Any]) -> WerkzeugResponse:
+    """Werkzeug's response to `error`, with its status and headers (such as 405's Allow), and `body`."""
+    response = error.get_response()
+    response.set_data(orjson.dumps(body))
     response.mimetype = "application/json"
     return response
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -257,11 +256,8 @@ def error_response(error: HTTPException | APIError) -> WerkzeugResponse:
     if isinstance(error, APIError):
         metrics.observe_error(error.code)
         return api.json_response({"error": error.message}, error.status)
-    metrics.observe_error(error.name.lower().replace(" ", "_"))  # the code /predict's errors carry
-    response = error.get_response()  # keeps headers such as 405's Allow
-    response.set_data(json.dumps({"error": error.description or error.name}, separators=(",", ":")))
-    response.mimetype = "application/json"
-    return response
+    metrics.observe_error(api.http_error_code(error))  # the code /predict's errors carry
+    return api.http_error_response(error, {"error": error.description or error.name})
 
 
 def handle_routing_error(error: HTTPException) -> WerkzeugResponse:
