@@ -92,8 +92,8 @@ logger_class = _Logger
 
 # Every log line, gunicorn's own included, goes to stdout as one JSON object in the same format,
 # so one stream in one format carries all the server's logs; LineHandler writes each line with one
-# system call and no lock. Loggers that exist already (skserve's)
-# stay enabled, and gunicorn.error keeps the level of --log-level.
+# system call and no lock. Loggers that exist already (skserve's) stay enabled, and gunicorn.error
+# keeps the level of --log-level.
 logconfig_dict: dict[str, Any] = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -66,7 +66,7 @@ def rows_of_values(instances: list[Any], features: Sequence[str], max_rows: int)
         matrix = [_row_values(index, row, features) for index, row in enumerate(instances)]
     try:
         # Every row holds `width` numbers now: fromiter fills the array in one pass, where
-        # np.array would first discover the shape and types (40% slower at 100 rows).
+        # np.array would first discover the shape and types (18 us against 11 us for 100 rows).
         values = np.fromiter(chain.from_iterable(matrix), np.float64, count=len(matrix) * width)
     except OverflowError:
         raise InvalidInput("a value is too large for a 64-bit float") from None
