@@ -1,56 +1,22 @@
-"""A small, fast, observable HTTP server for one scikit-learn model."""
+"""A small, fast, observable HTTP server for one scikit-learn model.
+
+Importing the package imports nothing heavy: gunicorn's settings (skserve.gunicorn_config) must be
+read before prometheus_client is first imported, so `create_app` is loaded on first use.
+"""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from flask import Flask
+if TYPE_CHECKING:
+    from skserve.app import create_app
 
-from skserve import api, docs, metrics, request_log, v2
-from skserve.model import LoadedModel
-
-DEFAULTS: dict[str, Any] = {
-    "MODEL_DIR": "models",
-    "MAX_ROWS": 1000,
-    "MAX_BODY_BYTES": 1024 * 1024,
-    "ALLOW_VERSION_MISMATCH": False,
-    "MODEL_NAME": None,  # None or empty: the name in the model card
-    # Micro-batching of concurrent /predict requests (skserve.batching); BATCHING=false scores each alone.
-    "BATCHING": True,
-    "BATCH_WAIT_MS": 5.0,  # longest wait for more requests, and only after a batch of several
-    "MAX_BATCH_ROWS": 1000,  # rows per model call; a larger request is scored alone
-}
+__all__ = ["create_app"]
 
 
-def create_app(test_config: dict[str, Any] | None = None) -> Flask:
-    """Build the app around the verified model; raises ArtifactError when it cannot be served.
+def __getattr__(name: str) -> Any:
+    if name == "create_app":
+        from skserve.app import create_app  # noqa: PLC0415 (lazy on purpose, see above)
 
-    Settings come from `DEFAULTS`, then the environment (`MODEL_DIR`, and `SKSERVE_<NAME>`
-    for the others), or from `test_config` alone when given.
-    """
-    app = Flask(__name__, static_folder=None)  # no static files; the docs page is self-contained
-    app.config.from_mapping(DEFAULTS)
-    if test_config is None:
-        app.config["MODEL_DIR"] = os.environ.get("MODEL_DIR", DEFAULTS["MODEL_DIR"])
-        app.config.from_prefixed_env("SKSERVE")
-    else:
-        app.config.from_mapping(test_config)
-    model = LoadedModel.load(
-        Path(app.config["MODEL_DIR"]),
-        allow_version_mismatch=app.config["ALLOW_VERSION_MISMATCH"],
-    )
-    if app.config["MODEL_NAME"]:
-        # SKSERVE_MODEL_NAME serves the model under another name (/model, the V2 routes) without retraining.
-        model = model.renamed(str(app.config["MODEL_NAME"]))
-    app.extensions[api.MODEL_EXTENSION] = model
-    api.init_batching(app)
-    request_log.init_app(app, model.version)
-    metrics.init_app(app, model)
-    app.register_blueprint(api.bp)
-    app.register_blueprint(docs.bp)
-    api.register_error_handlers(app)
-    app.register_blueprint(v2.bp)
-    v2.register_error_handlers(app)
-    return app
+        return create_app
+    raise AttributeError(f"module 'skserve' has no attribute {name!r}")

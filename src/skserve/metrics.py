@@ -14,7 +14,7 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from skserve.model import LoadedModel
 
 # prometheus_client chose its mode from this variable when first imported; so do we. Under gunicorn,
-# gunicorn.conf.py sets it (before importing skserve) and makes the directory.
+# skserve.gunicorn_config sets it (before importing the app) and makes the directory.
 MULTIPROCESS_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
 
 EXTENSION = "skserve.metrics"

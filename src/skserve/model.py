@@ -14,6 +14,7 @@ import sklearn
 
 from skserve.artifact import CARD_FILE, MODEL_FILE, read_card, sha256_of
 from skserve.errors import InvalidInput
+from skserve.features import CLASSIFICATION, CardError, Feature, features_from_card
 from skserve.scoring import Score, scorer_for
 
 log = logging.getLogger(__name__)
@@ -81,9 +82,19 @@ class LoadedModel:
         """The same model under another name, which its card (as GET /model shows it) then carries."""
         return replace(self, card={**self.card, "name": name})
 
-    @property
+    @cached_property
+    def features(self) -> tuple[Feature, ...]:
+        """The typed input schema (skserve.features); validated when the model is loaded."""
+        return features_from_card(self.card)
+
+    @cached_property
     def feature_names(self) -> list[str]:
-        return list(self.card["features"])
+        return [feature.name for feature in self.features]
+
+    @property
+    def task(self) -> str:
+        """ "classification" or "regression"; cards that say nothing are classifiers (format 1)."""
+        return str(self.card.get("task", CLASSIFICATION))
 
     @property
     def classes(self) -> list[Any] | None:
@@ -138,6 +149,10 @@ def _check_card(card: dict[str, Any]) -> None:
     missing = [key for key in REQUIRED_CARD_KEYS if key not in card]
     if missing:
         raise ArtifactError(f"{CARD_FILE} lacks required keys {missing}")
+    try:
+        features_from_card(card)
+    except CardError as error:
+        raise ArtifactError(f"{CARD_FILE}: {error}") from None
 
 
 def _check_sklearn_version(card: dict[str, Any], allow_mismatch: bool) -> None:
