@@ -23,6 +23,10 @@ INPUTS = (ARRAY_INPUT, DATAFRAME_INPUT)
 
 Category = str | int | float
 
+# The CSV spellings of a missing value, for training, packaging and bulk scoring alike (case-sensitive,
+# after stripping spaces); JSON requests say null.
+MISSING_SPELLINGS = ("", "NA", "N/A", "NaN", "nan", "null", "NULL", "None")
+
 
 class CardError(ValueError):
     """The card's feature list is not one skserve can serve; the message names the entry."""
