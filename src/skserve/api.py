@@ -12,7 +12,7 @@ from flask import Blueprint, Flask, Response, current_app, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response as WerkzeugResponse
 
-from skserve import metrics
+from skserve import drain, metrics
 from skserve.batching import Batcher
 from skserve.errors import APIError, PayloadTooLarge, UnsupportedMediaType
 from skserve.model import LoadedModel, Prediction
@@ -110,7 +110,10 @@ def health() -> Response:
 
 @bp.get("/ready")
 def ready() -> Response:
-    # The factory refuses to build an app without a verified model, so an app that answers is ready.
+    # The factory refuses to build an app without a verified model, so an app that answers is ready
+    # until it is told to stop (skserve.drain).
+    if drain.draining():
+        return json_response({"status": "draining", "model_version": loaded_model().version}, 503)
     return json_response({"status": "ready", "model_version": loaded_model().version})
 
 

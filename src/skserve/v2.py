@@ -10,7 +10,7 @@ from flask import Blueprint, Flask, Response, current_app, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from werkzeug.wrappers import Response as WerkzeugResponse
 
-from skserve import api, metrics
+from skserve import api, drain, metrics
 from skserve.errors import APIError, InvalidInput, UnsupportedMediaType
 from skserve.model import LoadedModel, Prediction
 from skserve.schema import json_type, parse_json, rows_of_values, tensor_rows
@@ -61,8 +61,10 @@ def server_live() -> Response:
 
 @bp.get("/health/ready")
 def server_ready() -> Response:
-    # The factory refuses to build an app without a verified model, so an app that answers is ready.
-    return api.json_response({"ready": True})
+    # The factory refuses to build an app without a verified model, so an app that answers is ready
+    # until it is told to stop (skserve.drain).
+    ready = not drain.draining()
+    return api.json_response({"ready": ready}, 200 if ready else 503)
 
 
 @bp.get("/models/<name>")
