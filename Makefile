@@ -79,11 +79,43 @@ docker-base: ## Build the registry-free base image LOCAL_BASE (default skserve-b
 docker-test: $(INSTALLED) ## Run only the tests that build and run the image on the real Docker engine
 	$(VENV)/bin/pytest -m docker
 
-docker-lint: $(INSTALLED) ## Check the Dockerfile with hadolint
-	$(VENV)/bin/hadolint Dockerfile
+docker-lint: $(INSTALLED) ## Check the Dockerfiles (the image's and the load balancer's) with hadolint
+	$(VENV)/bin/hadolint Dockerfile docker/haproxy.Dockerfile
 
 # `make lint` checks the Dockerfile too.
 lint: docker-lint
+
+# ---------------------------------------------------------------------------------------------
+# Scale out (docs/cluster.md): replicas on a single-node Docker Swarm behind HAProxy, which checks
+# /ready and retries a failed request on another replica. Without a registry, as for docker-build:
+#   make docker-base && make cluster-up REPLICAS=3 BASE_IMAGE=skserve-base:bookworm
+#   make cluster-update TRAIN_SEED=7 BASE_IMAGE=skserve-base:bookworm   a new model, rolled out
+# CLUSTER_STACK: the stack's name; CLUSTER_IMAGE: the images' repository (tags cluster-<id>);
+# UPDATE_IMAGE: cluster-update rolls out this built image instead of building one.
+REPLICAS ?= 2
+CLUSTER_PORT ?= 8080
+CLUSTER_STACK ?= skserve
+CLUSTER_IMAGE ?= skserve
+UPDATE_IMAGE ?=
+CLUSTER := REPLICAS='$(REPLICAS)' CLUSTER_PORT='$(CLUSTER_PORT)' CLUSTER_STACK='$(CLUSTER_STACK)' \
+	CLUSTER_IMAGE='$(CLUSTER_IMAGE)' BASE_IMAGE='$(BASE_IMAGE)' UPDATE_IMAGE='$(UPDATE_IMAGE)' deploy/swarm/cluster.sh
+
+.PHONY: cluster-up cluster-update cluster-scale cluster-status cluster-down
+
+cluster-up: ## Build, deploy REPLICAS (default 2) behind HAProxy on CLUSTER_PORT (8080), wait until all are healthy
+	@$(CLUSTER) up
+
+cluster-update: ## Build with the training options given (TRAIN_MODEL, TRAIN_SEED, ...) and roll it out; fails if rolled back
+	@$(CLUSTER) update
+
+cluster-scale: ## Scale the replicas to REPLICAS and wait until all are healthy
+	@$(CLUSTER) scale
+
+cluster-status: ## Show the services, each replica's image and state, the last update and the load balancer's answer
+	@$(CLUSTER) status
+
+cluster-down: ## Remove the stack and its images; leave the swarm only if cluster-up made it
+	@$(CLUSTER) down
 
 # ---------------------------------------------------------------------------------------------
 # The docs page (GET /): docs/screenshot.png is what the browser test sees (needs Debian's chromium).
