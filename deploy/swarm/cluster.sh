@@ -121,7 +121,7 @@ up() {
     lb="$(build_lb)"
     deploy "$app" "$lb"
     wait_healthy "$replicas"
-    say "$replicas replicas of $app (model $(model_version "$app")) healthy behind HAProxy ($lb)"
+    say "$replicas/$replicas replicas healthy, serving $app (model $(model_version "$app")) behind HAProxy ($lb)"
     say "serving on $url"
 }
 
@@ -145,7 +145,7 @@ update() {
 scale() {
     docker service scale --detach=false "$api=$replicas" >/dev/null 2>&1
     wait_healthy "$replicas"
-    say "$replicas replicas healthy, serving on $url"
+    say "$replicas/$replicas replicas healthy, serving on $url"
 }
 
 status() {
@@ -179,6 +179,8 @@ down() {
         && [ "$(docker node inspect self --format "{{index .Spec.Labels \"$made_label\"}}")" = true ] \
         && [ -z "$(docker service ls --quiet)" ]; then
         docker swarm leave --force >/dev/null
+        # Swarm made this bridge for its containers' outside traffic and leaves it behind.
+        docker network rm docker_gwbridge >/dev/null 2>&1 || true
         say "left the swarm that cluster-up made"
     fi
 }
