@@ -132,11 +132,12 @@ screenshot: $(INSTALLED) ## Refresh docs/screenshot.png: headless Chromium fills
 #   make bench BENCH_PEERS=mlflow               also MLflow's scoring server (own venv, bench/.peers/)
 #   make bench BENCH_PEERS=floor                also the floor: Flask answering from a table, no model work
 #   make bench BENCH_PEERS=bare                 also skserve's parse, score and encode alone, without logs, metrics or checks
+#   make bench-cluster BASE_IMAGE=skserve-base:bookworm    the Swarm stack (bench/cluster.py; ~15 min with its 10-min soak)
 # Needs two cores and wrk (installed with apt-get when missing, so run as root).
 BENCH_INSTALLED := $(VENV)/.bench-installed
 WRK := command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
 
-.PHONY: bench bench-profile
+.PHONY: bench bench-profile bench-cluster
 
 $(BENCH_INSTALLED): $(INSTALLED) bench/requirements.txt
 	$(PYTHON) -m pip install --quiet -r bench/requirements.txt
@@ -145,6 +146,10 @@ $(BENCH_INSTALLED): $(INSTALLED) bench/requirements.txt
 bench: $(BENCH_INSTALLED) ## Benchmark skserve vs a naive Flask app; writes bench/results/ (see bench/run.py)
 	@$(WRK)
 	$(PYTHON) bench/run.py
+
+bench-cluster: $(BENCH_INSTALLED) ## Cluster figures via HAProxy (1, 2 replicas) vs one container, rollout time, soak; bench/results/cluster.md
+	@$(WRK)
+	BASE_IMAGE='$(BASE_IMAGE)' $(PYTHON) bench/cluster.py
 
 bench-profile: $(BENCH_INSTALLED) ## Sample a loaded skserve worker with py-spy; writes bench/results/profile.md
 	@$(WRK)

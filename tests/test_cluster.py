@@ -33,8 +33,10 @@ STACK = "cluster-test"
 REPOSITORY = "cluster-test-skserve"
 API = f"{STACK}_api"
 REPLICAS = 3
+PORT = free_port()  # the load balancer's
 NEW_SEED = "7"  # the update's training option: the default seed is 42
 CLIENTS = 4
+PAUSE_S = 0.01  # between a client's requests: a steady load that leaves the CPUs some room
 MAX_REQUESTS = 100_000
 MAX_LOAD_S = 300.0
 VERB_TIMEOUT_S = 900
@@ -47,7 +49,8 @@ ROWS = np.random.default_rng(11).uniform([4, 2, 1, 0], [8, 4.5, 7, 2.5], size=(6
 def make_verb(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     """Run a make cluster-* verb on the test's stack; fail with its output if `check` and it fails."""
     result = subprocess.run(
-        ["make", "--no-print-directory", *args, f"CLUSTER_STACK={STACK}", f"CLUSTER_IMAGE={REPOSITORY}"],
+        ["make", "--no-print-directory", *args, f"CLUSTER_STACK={STACK}", f"CLUSTER_IMAGE={REPOSITORY}",
+         f"CLUSTER_PORT={PORT}"],
         cwd=REPO, capture_output=True, text=True, timeout=VERB_TIMEOUT_S, check=False,
     )  # fmt: skip
     if check and result.returncode != 0:
@@ -58,7 +61,6 @@ def make_verb(*args: str, check: bool = True) -> subprocess.CompletedProcess[str
 
 @dataclass
 class Cluster:
-    port: int
     base_image: str
     up_output: str
     # Each model version served so far, with its predictions for ROWS.
@@ -97,13 +99,10 @@ def swarm_state() -> str:
 
 @pytest.fixture(scope="module")
 def cluster(base_image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:  # noqa: F811
-    port = free_port()
     swarm_before = swarm_state()
     try:
-        up = make_verb(
-            "cluster-up", f"REPLICAS={REPLICAS}", f"CLUSTER_PORT={port}", f"BASE_IMAGE={base_image}"
-        )
-        built = Cluster(port, base_image, up.stdout + up.stderr)
+        up = make_verb("cluster-up", f"REPLICAS={REPLICAS}", f"BASE_IMAGE={base_image}")
+        built = Cluster(base_image, up.stdout + up.stderr)
         built.learn(built.image(), tmp_path_factory.mktemp("first-model"))
         yield built
     finally:
@@ -149,12 +148,13 @@ def post_row(connection: http.client.HTTPConnection, cluster: Cluster, row: int)
 def send_load(cluster: Cluster, tally: Tally, stop: threading.Event, lock: threading.Lock) -> None:
     """One client: requests one after another until `stop` (at most MAX_LOAD_S and its share of
     MAX_REQUESTS), every answer checked."""
-    connection = http.client.HTTPConnection("127.0.0.1", cluster.port, timeout=15)
+    connection = http.client.HTTPConnection("127.0.0.1", PORT, timeout=15)
     deadline = time.monotonic() + MAX_LOAD_S
     for index in range(MAX_REQUESTS // CLIENTS):
         if stop.is_set() or time.monotonic() > deadline:
             break
         outcome = post_row(connection, cluster, index % len(ROWS))
+        time.sleep(PAUSE_S)
         with lock:
             if outcome.startswith("version "):
                 tally.answered += 1
@@ -184,7 +184,7 @@ def under_load(cluster: Cluster) -> Iterator[Tally]:
 
 def versions_now(cluster: Cluster, requests: int = 60) -> Counter[str]:
     """Which versions answer a short burst of requests, every answer checked."""
-    connection = http.client.HTTPConnection("127.0.0.1", cluster.port, timeout=15)
+    connection = http.client.HTTPConnection("127.0.0.1", PORT, timeout=15)
     versions: Counter[str] = Counter()
     try:
         for index in range(requests):
@@ -200,7 +200,7 @@ def versions_now(cluster: Cluster, requests: int = 60) -> Counter[str]:
 
 
 def test_cluster_up_waits_for_every_replica_healthy_and_prints_the_url(cluster: Cluster) -> None:
-    assert f"http://127.0.0.1:{cluster.port}" in cluster.up_output
+    assert f"http://127.0.0.1:{PORT}" in cluster.up_output
     assert f"{REPLICAS}/{REPLICAS} replicas healthy, serving {REPOSITORY}:cluster-" in cluster.up_output
     assert len(cluster.running_tasks()) == REPLICAS  # healthy when cluster-up returned, not later
     (first,) = cluster.expected

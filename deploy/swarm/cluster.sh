@@ -131,8 +131,9 @@ update() {
     new="${UPDATE_IMAGE:-$(build_app)}"
     [ "$new" != "$old" ] || fail "the service runs $new already: nothing to roll out"
     say "rolling out $new (model $(model_version "$new")), one replica at a time, replacing $old"
-    docker service update --detach=false --quiet --no-resolve-image --image "$new" "$api" >/dev/null
-    # `service update` exits 0 even when the update rolled back: the service's image tells.
+    # `service update` exits 0 even when the update rolled back, and non-zero when the rollback had
+    # trouble too: the service's image and update state tell what happened, not its exit status.
+    docker service update --detach=false --quiet --no-resolve-image --image "$new" "$api" >/dev/null || true
     now="$(service_image)"
     state="$(docker service inspect --format '{{.UpdateStatus.State}}' "$api")"
     if [ "$now" = "$new" ] && [ "$state" = completed ]; then
