@@ -63,6 +63,7 @@ def make_verb(*args: str, check: bool = True) -> subprocess.CompletedProcess[str
 class Cluster:
     base_image: str
     up_output: str
+    made_swarm: bool
     # Each model version served so far, with its predictions for ROWS.
     expected: dict[str, list[str]] = field(default_factory=dict)
 
@@ -102,7 +103,7 @@ def cluster(base_image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     swarm_before = swarm_state()
     try:
         up = make_verb("cluster-up", f"REPLICAS={REPLICAS}", f"BASE_IMAGE={base_image}")
-        built = Cluster(base_image, up.stdout + up.stderr)
+        built = Cluster(base_image, up.stdout + up.stderr, made_swarm=swarm_before != "active")
         built.learn(built.image(), tmp_path_factory.mktemp("first-model"))
         yield built
     finally:
@@ -114,16 +115,42 @@ def cluster(base_image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 # --- the load --------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Answer:
+    row: int
+    version: str
+    predictions: list[str]
+
+
 @dataclass
 class Tally:
-    answered: int = 0
+    """What the clients saw: the answers (checked afterwards, once every version's model is known)
+    and every failed request."""
+
+    answers: list[Answer] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
-    versions: Counter[str] = field(default_factory=Counter)
+
+    def versions(self) -> Counter[str]:
+        return Counter(answer.version for answer in self.answers)
+
+    def problems(self, cluster: Cluster) -> list[str]:
+        """Every failed request and every answer that is not its named model's."""
+
+        def right(answer: Answer) -> bool:
+            expected = cluster.expected.get(answer.version)
+            return expected is not None and answer.predictions == [expected[answer.row]]
+
+        wrong = [
+            f"row {answer.row}: model {answer.version} answered {answer.predictions}"
+            for answer in self.answers
+            if not right(answer)
+        ]
+        return self.failures + wrong
 
 
-def post_row(connection: http.client.HTTPConnection, cluster: Cluster, row: int) -> str:
-    """POST ROWS[row] over a keep-alive connection: 'version V' for a right answer from model V, else
-    what went wrong. The connection is closed (to reopen on the next request) when the server asks."""
+def post_row(connection: http.client.HTTPConnection, row: int) -> Answer | str:
+    """POST ROWS[row] over a keep-alive connection: the answer, or what went wrong. The connection
+    is closed (to reopen on the next request) when the server asks."""
     body = json.dumps({"instances": [ROWS[row]]})
     try:
         connection.request("POST", "/predict", body, {"Content-Type": "application/json"})
@@ -136,39 +163,33 @@ def post_row(connection: http.client.HTTPConnection, cluster: Cluster, row: int)
         return f"{type(error).__name__}: {error}"
     if status != 200:
         return f"status {status}: {answer[:200]!r}"
-    version = json.loads(answer).get("model_version")
-    if version not in cluster.expected:
-        return f"unknown model_version {version!r}"
-    expected = cluster.expected[version][row]
-    if json.loads(answer)["predictions"] != [expected]:
-        return f"row {row}: model {version} answered {answer[:200]!r}, expected {expected}"
-    return f"version {version}"
+    decoded = json.loads(answer)
+    return Answer(row, decoded["model_version"], decoded["predictions"])
 
 
-def send_load(cluster: Cluster, tally: Tally, stop: threading.Event, lock: threading.Lock) -> None:
+def send_load(tally: Tally, stop: threading.Event, lock: threading.Lock) -> None:
     """One client: requests one after another until `stop` (at most MAX_LOAD_S and its share of
-    MAX_REQUESTS), every answer checked."""
+    MAX_REQUESTS)."""
     connection = http.client.HTTPConnection("127.0.0.1", PORT, timeout=15)
     deadline = time.monotonic() + MAX_LOAD_S
     for index in range(MAX_REQUESTS // CLIENTS):
         if stop.is_set() or time.monotonic() > deadline:
             break
-        outcome = post_row(connection, cluster, index % len(ROWS))
+        outcome = post_row(connection, index % len(ROWS))
         time.sleep(PAUSE_S)
         with lock:
-            if outcome.startswith("version "):
-                tally.answered += 1
-                tally.versions[outcome.removeprefix("version ")] += 1
+            if isinstance(outcome, Answer):
+                tally.answers.append(outcome)
             else:
                 tally.failures.append(outcome)
     connection.close()
 
 
 @contextmanager
-def under_load(cluster: Cluster) -> Iterator[Tally]:
+def under_load() -> Iterator[Tally]:
     """CLIENTS concurrent clients through the load balancer for the block (bounded in count and time)."""
     tally, stop, lock = Tally(), threading.Event(), threading.Lock()
-    clients = [threading.Thread(target=send_load, args=(cluster, tally, stop, lock)) for _ in range(CLIENTS)]
+    clients = [threading.Thread(target=send_load, args=(tally, stop, lock)) for _ in range(CLIENTS)]
     for client in clients:
         client.start()
     try:
@@ -179,21 +200,22 @@ def under_load(cluster: Cluster) -> Iterator[Tally]:
         stop.set()
         for client in clients:
             client.join(timeout=30)
-    assert tally.answered > 0
+    assert tally.answers
 
 
 def versions_now(cluster: Cluster, requests: int = 60) -> Counter[str]:
     """Which versions answer a short burst of requests, every answer checked."""
     connection = http.client.HTTPConnection("127.0.0.1", PORT, timeout=15)
-    versions: Counter[str] = Counter()
+    tally = Tally()
     try:
         for index in range(requests):
-            outcome = post_row(connection, cluster, index % len(ROWS))
-            assert outcome.startswith("version "), outcome
-            versions[outcome.removeprefix("version ")] += 1
+            outcome = post_row(connection, index % len(ROWS))
+            assert isinstance(outcome, Answer), outcome
+            tally.answers.append(outcome)
     finally:
         connection.close()
-    return versions
+    assert tally.problems(cluster) == []
+    return tally.versions()
 
 
 # --- the tests, in the order one stack goes through them ----------------------------------------------
@@ -217,7 +239,7 @@ def test_a_rolling_update_under_load_fails_no_request_and_ends_on_the_new_model(
 ) -> None:
     (old,) = cluster.expected
     old_image = cluster.image()
-    with under_load(cluster) as tally:
+    with under_load() as tally:
         began = time.monotonic()
         update = make_verb("cluster-update", f"TRAIN_SEED={NEW_SEED}", f"BASE_IMAGE={cluster.base_image}")
         took = time.monotonic() - began
@@ -225,12 +247,12 @@ def test_a_rolling_update_under_load_fails_no_request_and_ends_on_the_new_model(
     assert new_image != old_image
     new = cluster.learn(new_image, tmp_path)
     assert new != old
-    assert tally.failures == [], tally.failures[:10]
+    assert tally.problems(cluster) == [], tally.problems(cluster)[:10]
     # Old and new answered side by side (the check of every answer allows only these two), then only new.
-    assert set(tally.versions) == {old, new}, tally.versions
+    assert set(tally.versions()) == {old, new}, tally.versions()
     assert f"updated: every replica serves {new_image}" in update.stdout
     assert versions_now(cluster) == Counter({new: 60})
-    print(f"rolling update of {REPLICAS} replicas: {took:.0f} s with the build, {tally.answered} answers")
+    print(f"rolling update of {REPLICAS} replicas: {took:.0f} s with the build, {len(tally.answers)} answers")
 
 
 def test_an_image_whose_model_is_corrupt_never_serves_and_is_rolled_back(cluster: Cluster) -> None:
@@ -241,13 +263,13 @@ def test_an_image_whose_model_is_corrupt_never_serves_and_is_rolled_back(cluster
         ["docker", "build", "--quiet", "--tag", corrupt, "-"], input=dockerfile, text=True,
         env={"DOCKER_BUILDKIT": "0", "PATH": "/usr/bin:/bin:/usr/local/bin"}, capture_output=True, check=True,
     )  # fmt: skip
-    with under_load(cluster) as tally:
+    with under_load() as tally:
         update = make_verb("cluster-update", f"UPDATE_IMAGE={corrupt}", check=False)
     assert update.returncode != 0
     assert f"rolled back: {corrupt} failed" in update.stderr
     assert cluster.image() == serving
-    assert tally.failures == [], tally.failures[:10]
-    assert len(tally.versions) == 1, tally.versions  # only the serving version answered
+    assert tally.problems(cluster) == [], tally.problems(cluster)[:10]
+    assert len(tally.versions()) == 1, tally.versions()  # only the serving version answered
     failed = docker("service", "ps", "--format", "{{.Image}} {{.Error}}", API).stdout.splitlines()
     assert any(line.startswith(corrupt) and "exit" in line for line in failed), failed
     cluster.wait_for_replicas(REPLICAS)
@@ -255,12 +277,12 @@ def test_an_image_whose_model_is_corrupt_never_serves_and_is_rolled_back(cluster
 
 def test_docker_kill_of_a_replica_under_load_fails_no_request_and_swarm_replaces_it(cluster: Cluster) -> None:
     before = cluster.running_tasks()
-    with under_load(cluster) as tally:
+    with under_load() as tally:
         docker("kill", before[0])
         time.sleep(3.0)
         cluster.wait_for_replicas(REPLICAS)
     after = cluster.running_tasks()
-    assert tally.failures == [], tally.failures[:10]
+    assert tally.problems(cluster) == [], tally.problems(cluster)[:10]
     assert before[0] not in after
     assert len(after) == REPLICAS
 
@@ -290,33 +312,34 @@ def gunicorn_workers(container: str) -> list[int]:
 def test_a_worker_killed_inside_a_replica_is_restarted_and_no_request_fails(cluster: Cluster) -> None:
     container = cluster.running_tasks()[0]
     (worker,) = gunicorn_workers(container)  # one CPU each: one worker
-    with under_load(cluster) as tally:
+    with under_load() as tally:
         docker("exec", container, "python", "-c", f"import os, signal; os.kill({worker}, signal.SIGKILL)")
         deadline = time.monotonic() + 30
         while (restarted := gunicorn_workers(container)) in ([], [worker]):
             assert time.monotonic() < deadline, "gunicorn did not start a new worker"
             time.sleep(0.2)
         time.sleep(2.0)
-    assert tally.failures == [], tally.failures[:10]
+    assert tally.problems(cluster) == [], tally.problems(cluster)[:10]
     assert len(restarted) == 1
     assert container in cluster.running_tasks()  # the replica itself kept running
 
 
 def test_scaling_1_3_1_under_load_fails_no_request(cluster: Cluster) -> None:
-    with under_load(cluster) as tally:
+    with under_load() as tally:
         for replicas in (1, 3, 1):
             output = make_verb("cluster-scale", f"REPLICAS={replicas}").stdout
             assert f"{replicas}/{replicas} replicas healthy" in output
             assert len(cluster.running_tasks()) == replicas
-    assert tally.failures == [], tally.failures[:10]
+    assert tally.problems(cluster) == [], tally.problems(cluster)[:10]
 
 
-def test_cluster_down_removes_the_stack_and_its_images(cluster: Cluster) -> None:
-    down = make_verb("cluster-down")
-    assert f"removed stack {STACK}" in down.stdout
-    assert (
-        docker("service", "ls", "--quiet", "--filter", f"label=com.docker.stack.namespace={STACK}").stdout
-        == ""
-    )
+def test_cluster_down_removes_the_stack_and_its_images_and_the_swarm_it_made(cluster: Cluster) -> None:
+    down = make_verb("cluster-down").stdout
+    assert f"removed stack {STACK}" in down
+    stack = f"label=com.docker.stack.namespace={STACK}"
+    assert docker("ps", "--all", "--quiet", "--filter", stack).stdout == ""
+    assert docker("network", "ls", "--quiet", "--filter", stack).stdout == ""
     assert docker("image", "ls", "--quiet", REPOSITORY).stdout == ""
     assert docker("image", "ls", "--quiet", f"{REPOSITORY}-haproxy").stdout == ""
+    assert ("left the swarm that cluster-up made" in down) == cluster.made_swarm
+    assert (swarm_state() == "active") != cluster.made_swarm
