@@ -9,7 +9,7 @@ import math
 import platform
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -128,6 +128,9 @@ def load_csv(path: Path, target: str) -> Dataset:
     if not records:
         raise TrainingError(f"{path} is empty")
     header, rows = [name.strip() for name in records[0]], records[1:]
+    repeated = sorted({name for name in header if header.count(name) > 1})
+    if repeated:
+        raise TrainingError(f"{path} names columns {repeated} more than once")
     if target not in header:
         raise TrainingError(f"{path} has no column {target!r}; its columns are {header}")
     if not rows:
@@ -202,10 +205,14 @@ def parse_target(values: Sequence[str]) -> np.ndarray:
     """Integers when every value is an integer, numbers when every value is a number, else text."""
     if all(value.lstrip("-").isdigit() for value in values):
         return np.array([int(value) for value in values])
-    numbers = [_to_float(value) for value in values]
-    if all(number is not None and math.isfinite(number) for number in numbers):
-        return np.array(numbers, dtype=np.float64)
+    if all(_is_finite_number(value) for value in values):
+        return np.array([float(value) for value in values])
     return np.array(values)
+
+
+def _is_finite_number(text: str) -> bool:
+    number = _to_float(text)
+    return number is not None and math.isfinite(number)
 
 
 def with_nullability(data: Dataset) -> tuple[Feature, ...]:
@@ -213,7 +220,7 @@ def with_nullability(data: Dataset) -> tuple[Feature, ...]:
     nullable, since the tabular pipelines impute or route a missing value in any column."""
     if is_plain_numeric(data.features):
         return data.features
-    return tuple(Feature(f.name, f.kind, True, f.categories, f.accepts_unknown) for f in data.features)
+    return tuple(replace(feature, nullable=True) for feature in data.features)
 
 
 def choose_task(y: np.ndarray, requested: str | None) -> tuple[str, str]:
@@ -221,8 +228,8 @@ def choose_task(y: np.ndarray, requested: str | None) -> tuple[str, str]:
     many distinct values and classification otherwise."""
     if requested is not None:
         if requested == REGRESSION and y.dtype.kind not in "iuf":
-            example = next(value for value in y.tolist() if _to_float(value) is None)
-            raise TrainingError(f"regression needs a numeric target; it holds text such as {example!r}")
+            example = next(value for value in y.tolist() if not _is_finite_number(value))
+            raise TrainingError(f"regression needs a target of finite numbers; it holds {example!r}")
         return requested, "as --task asked"
     if y.dtype.kind not in "iuf":
         return CLASSIFICATION, "inferred: the target is text"
