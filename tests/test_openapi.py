@@ -19,11 +19,13 @@ import train
 from skserve import create_app
 from skserve.artifact import write_artifact
 from skserve.errors import InvalidInput, PayloadTooLarge
+from skserve.features import Feature
 from skserve.openapi import openapi_path
 from skserve.schema import rows_to_matrix
 from skserve.web import loaded_model
 
 FEATURES = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]
+IRIS = tuple(map(Feature, FEATURES))
 CLASSES = ["setosa", "versicolor", "virginica"]
 MAX_ROWS = 3  # small, so generated payloads cross the limit
 
@@ -183,7 +185,7 @@ def test_the_request_schema_accepts_exactly_what_the_server_accepts(
     """The document neither promises more than /predict takes nor forbids what it takes."""
     schema_says = validator(document, "PredictRequest").is_valid(payload)
     try:
-        rows_to_matrix(payload, FEATURES, MAX_ROWS)
+        rows_to_matrix(payload, IRIS, MAX_ROWS)
     except (InvalidInput, PayloadTooLarge):
         server_says = False
     else:
@@ -195,7 +197,7 @@ def test_values_beyond_float64_are_outside_the_schema_and_refused(document: dict
     payload = {"instances": [[10**309, 1, 2, 3]]}
     assert not validator(document, "PredictRequest").is_valid(payload)
     with pytest.raises(InvalidInput):
-        rows_to_matrix(payload, FEATURES, MAX_ROWS)
+        rows_to_matrix(payload, IRIS, MAX_ROWS)
     largest = {"instances": [[float(np.finfo(np.float64).max), 1, 2, 3]]}
     assert validator(document, "PredictRequest").is_valid(largest)
 
