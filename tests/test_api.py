@@ -214,7 +214,10 @@ def presented(rows: list[Any]) -> np.ndarray:
     for index, row in enumerate(rows):
         values = [row[name] for name in NAMES] if isinstance(row, dict) else row
         length, colour, grade, width = values
-        matrix[index, :2] = [np.nan if length is None else float(length), np.nan if colour is None else colour]
+        matrix[index, :2] = [
+            np.nan if length is None else float(length),
+            np.nan if colour is None else colour,
+        ]
         matrix[index, 2:] = [int(grade), float(width)]
     return matrix
 

@@ -18,6 +18,7 @@ from skserve.features import (
     ARRAY_INPUT,
     CATEGORY,
     CLASSIFICATION,
+    DATAFRAME_INPUT,
     NUMBER,
     Feature,
     features_to_card,
@@ -73,5 +74,47 @@ def save_mixed_model(directory: Path, task: str = CLASSIFICATION) -> Path:
     }
     if task == CLASSIFICATION:
         card["classes"] = estimator.classes_.tolist()
+    write_artifact(directory, estimator, card)
+    return directory
+
+
+# A pipeline fitted on a pandas DataFrame, selecting its columns by name, as a user might package it.
+FRAME_FEATURES = (
+    Feature("length", NUMBER, nullable=True, dtype="float64"),
+    Feature("colour", CATEGORY, nullable=True, categories=("blue", "green", "red"), dtype="object"),
+    Feature("count", NUMBER, dtype="int64"),
+)
+
+
+def save_frame_model(directory: Path) -> Path:
+    import pandas as pd  # noqa: PLC0415 (the other models' tests need no pandas)
+
+    rows = training_rows()
+    frame = pd.DataFrame(
+        {
+            "length": np.array(rows[:, 0], dtype=float),
+            "colour": pd.Series(rows[:, 1], dtype="object"),
+            "count": np.arange(len(rows), dtype=np.int64) % 7,
+        }
+    )
+    target = np.where(frame["colour"] == "red", "warm", np.where(frame["count"] > 3, "many", "few"))
+    encode = ColumnTransformer(
+        [
+            ("number", SimpleImputer(), ["length", "count"]),
+            ("category", OneHotEncoder(handle_unknown="ignore"), ["colour"]),
+        ]
+    )
+    estimator = Pipeline([("encode", encode), ("final", LogisticRegression(max_iter=1000))]).fit(
+        frame, target
+    )
+    card: dict[str, Any] = {
+        "format_version": 2,
+        "name": "frame",
+        "task": CLASSIFICATION,
+        "input": DATAFRAME_INPUT,
+        "features": features_to_card(FRAME_FEATURES),
+        "classes": estimator.classes_.tolist(),
+        "versions": {"scikit-learn": sklearn.__version__},
+    }
     write_artifact(directory, estimator, card)
     return directory

@@ -42,7 +42,7 @@ PREDICTIONS = Counter(
     "skserve_predictions", "Rows predicted, by predicted class", ["class"], registry=REGISTRY
 )
 PREDICTED_VALUES = Gauge(
-    "skserve_predicted_values_sum",
+    "skserve_predicted_values",
     "A regressor's predicted values added up; divided by skserve_rows_predicted_total, their mean",
     # A sum that can fall (values may be negative), kept across worker restarts like a counter.
     multiprocess_mode="sum",
@@ -83,7 +83,7 @@ def init_app(app: Flask, model: LoadedModel) -> None:
         multiprocess.MultiProcessCollector(exposed, MULTIPROCESS_DIR)  # type: ignore[no-untyped-call]
     MODEL_INFO.labels(model.version, model.card["sha256"], estimator_name(model)).set(1)
     # Only the model's own classes get a series, which keeps the label's values bounded; a regressor
-    # has none, and its predicted values are added up instead (skserve_predicted_values_sum).
+    # has none, and its predicted values are added up instead (skserve_predicted_values).
     by_class = {label: PREDICTIONS.labels(str(label)) for label in model.classes or []}
     app.extensions[EXTENSION] = (exposed, by_class)
     app.register_blueprint(bp)

@@ -199,7 +199,7 @@ def _scorer(estimator: Any, card: dict[str, Any], model_path: Path) -> Score:
 def _on_data_frames(score: Score, features: tuple[Feature, ...]) -> Score:
     """`score` given the rows as a pandas DataFrame with the card's column names and dtypes, as a
     pipeline fitted on a DataFrame (selecting columns by name) must be given them."""
-    # Imported here: only DataFrame-fitted models pay for pandas, in memory and start-up time.
+    # Imported here, the one place serving uses pandas (scikit-learn imports it anyway when installed).
     import pandas as pd  # noqa: PLC0415
 
     names = [feature.name for feature in features]
