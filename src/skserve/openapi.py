@@ -108,6 +108,7 @@ def _core_paths(model: LoadedModel) -> dict[str, Any]:
             "ready",
             "Readiness: the model is loaded and verified, so predictions can be served",
             _json("Ready, with the loaded model's version", "Ready"),
+            errors={"503": _json("Draining after SIGTERM: still serving, soon stopping", "Draining")},
         ),
         "/model": _get(
             "modelCard",
@@ -155,7 +156,12 @@ def _v2_paths(model: LoadedModel) -> dict[str, Any]:
         "/v2": _get("v2ServerMetadata", "Open Inference Protocol: server metadata", metadata),
         "/v2/": _get("v2ServerMetadataSlash", "Server metadata (the same as /v2)", metadata),
         "/v2/health/live": _get("v2ServerLive", "Server liveness", _json("Live", "V2Live")),
-        "/v2/health/ready": _get("v2ServerReady", "Server readiness", _json("Ready", "V2Ready")),
+        "/v2/health/ready": _get(
+            "v2ServerReady",
+            "Server readiness",
+            _json("Ready", "V2Ready"),
+            errors={"503": _json("Draining after SIGTERM: not ready", "V2Ready")},
+        ),
     }
     for prefix, parameters, suffix in (
         ("/v2/models/{name}", [name], ""),
@@ -270,6 +276,7 @@ def _core_schemas(model: LoadedModel, max_rows: int) -> dict[str, Any]:
         "PredictResponse": _predict_response(model),
         "Health": _object({"status": {"const": "ok"}}),
         "Ready": _object({"status": {"const": "ready"}, "model_version": {"type": "string"}}),
+        "Draining": _object({"status": {"const": "draining"}, "model_version": {"type": "string"}}),
         "ModelCard": {
             "type": "object",
             "required": ["name", "version", "features", "sha256", "versions"],
