@@ -21,7 +21,7 @@ from skserve.api import probability_objects
 from skserve.artifact import MODEL_FILE, read_card
 from skserve.features import CATEGORY, Feature, features_from_card
 from tests.conftest import SECRET_FAILURE
-from tests.typed_models import presented
+from tests.typed_models import PENGUIN_COLUMNS, presented
 
 ROWS = [[5.1, 3.5, 1.4, 0.2], [6.2, 2.9, 4.3, 1.3], [7.7, 3.0, 6.1, 2.3]]
 FEATURES = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]
@@ -195,17 +195,7 @@ def features_of(model_dir: Path) -> tuple[Feature, ...]:
     return features_from_card(read_card(model_dir))
 
 
-# Penguins, for conftest's mixed models: the classifier predicts species, the regressor body_mass_g.
-PENGUIN_COLUMNS = [
-    "species",
-    "island",
-    "bill_length_mm",
-    "bill_depth_mm",
-    "flipper_length_mm",
-    "body_mass_g",
-    "sex",
-    "year",
-]
+# Penguins, for conftest's mixed models (rows of several kinds, some values missing).
 PENGUIN_VALUES: list[dict[str, Any]] = [
     dict(zip(PENGUIN_COLUMNS, values, strict=True))
     for values in [

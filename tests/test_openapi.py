@@ -23,7 +23,7 @@ from skserve.features import Feature, features_from_card
 from skserve.openapi import openapi_path
 from skserve.schema import rows_to_matrix
 from skserve.web import loaded_model
-from tests.typed_models import save_frame_model
+from tests.typed_models import PENGUIN_COLUMNS, save_frame_model
 
 FEATURES = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]
 IRIS = tuple(map(Feature, FEATURES))
@@ -259,15 +259,7 @@ def test_a_regressors_document_has_numbers_and_no_probabilities(mixed_regressor_
     assert not list(response_validator(document, "/predict", "post", 200).iter_errors(answer.get_json()))
 
 
-PENGUIN_NAMES = [
-    "island",
-    "bill_length_mm",
-    "bill_depth_mm",
-    "flipper_length_mm",
-    "body_mass_g",
-    "sex",
-    "year",
-]
+PENGUIN_NAMES = PENGUIN_COLUMNS[1:]  # the classifier's features: all but species
 typed_values = st.one_of(values, st.sampled_from(["Biscoe", "Dream", "male", "Atlantis", 2007, 2007.5]))
 typed_rows = st.one_of(
     st.lists(typed_values, min_size=6, max_size=8),

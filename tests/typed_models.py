@@ -16,6 +16,10 @@ from sklearn.preprocessing import OneHotEncoder
 
 from skserve.artifact import write_artifact
 from skserve.features import CATEGORY, CLASSIFICATION, DATAFRAME_INPUT, NUMBER, Feature, features_to_card
+from tests.conftest import PENGUINS_CSV
+
+# The penguins CSV's columns (conftest's mixed models predict species or body_mass_g from the others).
+PENGUIN_COLUMNS = PENGUINS_CSV.read_text().splitlines()[0].split(",")
 
 
 def presented(rows: Sequence[Any], features: Sequence[Feature]) -> np.ndarray:
