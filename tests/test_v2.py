@@ -27,6 +27,7 @@ NAME = "iris-logistic-regression"  # what train.py names the fixture's model
 INFER = f"/v2/models/{NAME}/infer"
 ROWS = [[5.1, 3.5, 1.4, 0.2], [6.2, 2.9, 4.3, 1.3], [7.7, 3.0, 6.1, 2.3]]
 CLASSES = ["setosa", "versicolor", "virginica"]
+FEATURES = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]
 
 
 def tensor(rows: Any = ROWS, **overrides: Any) -> dict[str, Any]:
@@ -38,6 +39,18 @@ def tensor(rows: Any = ROWS, **overrides: Any) -> dict[str, Any]:
         "data": [value for row in rows for value in row],
         **overrides,
     }
+
+
+def columns(rows: Any = ROWS, datatype: str = "FP64") -> list[dict[str, Any]]:
+    """One [n] tensor per feature, named by it, holding that feature's column of `rows`."""
+    return [
+        {"name": name, "shape": [len(rows)], "datatype": datatype, "data": [row[index] for row in rows]}
+        for index, name in enumerate(FEATURES)
+    ]
+
+
+def replaced(tensors: list[dict[str, Any]], index: int, **overrides: Any) -> list[dict[str, Any]]:
+    return [{**tensor, **overrides} if place == index else tensor for place, tensor in enumerate(tensors)]
 
 
 def infer(client: FlaskClient, body: Any, path: str = INFER, **kwargs: Any) -> Any:
@@ -62,7 +75,11 @@ def version(model_dir: Path) -> str:
 def test_server_metadata_names_the_server(client: FlaskClient, path: str) -> None:
     response = client.get(path)
     assert response.status_code == 200
-    assert response.get_json() == {"name": "skserve", "version": "0.1.0", "extensions": []}
+    assert response.get_json() == {
+        "name": "skserve",
+        "version": "0.1.0",
+        "extensions": ["binary_tensor_data"],
+    }
 
 
 def test_server_is_live_and_ready(client: FlaskClient) -> None:
@@ -153,8 +170,22 @@ def test_infer_returns_the_outputs_asked_for_in_order(
 
 
 def test_infer_echoes_the_request_id_and_ignores_parameters(client: FlaskClient) -> None:
-    body = {"id": "req-42", "parameters": {"binary_data_output": True}, "inputs": [tensor()]}
+    body = {"id": "req-42", "parameters": {"priority": 1}, "inputs": [tensor(parameters={"x": 1})]}
     assert infer(client, body).get_json()["id"] == "req-42"
+
+
+def test_the_model_named_in_the_body_is_accepted_when_it_agrees_with_the_path(
+    client: FlaskClient, version: str
+) -> None:
+    """KServe's SDK sends "model_name" (and may send "model_version") in the body as well as the path."""
+    body = {"model_name": NAME, "model_version": version, "inputs": [tensor()]}
+    assert infer(client, body).get_json()["outputs"][0]["data"] == CLASSES
+
+
+def test_one_tensor_per_feature_gives_the_same_answer_as_the_matrix(client: FlaskClient) -> None:
+    expected = infer(client, {"inputs": [tensor()]}).get_json()
+    assert infer(client, {"inputs": columns()}).get_json() == expected
+    assert infer(client, {"inputs": columns()[::-1]}).get_json() == expected  # matched by name, not place
 
 
 def test_infer_at_the_version_path(client: FlaskClient, version: str) -> None:
@@ -210,22 +241,27 @@ BAD_REQUESTS: list[tuple[Any, str]] = [
     ({"inputs": [tensor()], "output": []}, "the inference request has unexpected keys ['output']"),
     ({"id": 42, "inputs": [tensor()]}, '"id" must be a string, got a number'),
     ({"parameters": [1], "inputs": [tensor()]}, '"parameters" must be an object, got an array'),
-    ({}, '"inputs" must be an array holding the one input tensor'),
-    ({"inputs": []}, "got 0 inputs"),
-    ({"inputs": [tensor(), tensor()]}, "got 2 inputs"),
+    ({"model_name": "iris", "inputs": [tensor()]}, "\"model_name\" is 'iris' but this is " + repr(NAME)),
+    ({"model_name": None, "inputs": [tensor()]}, '"model_name" is null but this is'),
+    ({"model_version": "0", "inputs": [tensor()]}, "\"model_version\" is '0' but this is"),
+    ({"parameters": {"binary_data_output": 1}, "inputs": [tensor()]}, '"binary_data_output" must be true or'),
+    ({}, '"inputs" must be a non-empty array of input tensors, got null'),
+    ({"inputs": []}, "got an empty array"),
     ({"inputs": tensor()}, "got an object"),
+    ({"inputs": [tensor(), tensor()]}, "inputs[0] ('input-0'): unknown input; the model's inputs are its"),
     ({"inputs": [[1, 2, 3, 4]]}, "inputs[0] must be a tensor object, got an array"),
     ({"inputs": [tensor(content_type="np")]}, "inputs[0] has unexpected keys ['content_type']"),
-    ({"inputs": [{"name": "input-0", "datatype": "FP64", "shape": [1, 4]}]}, "inputs[0] lacks ['data']"),
-    ({"inputs": [tensor(name="x")]}, "the model's input is named 'input-0', got 'x'"),
-    ({"inputs": [tensor(name=None)]}, "got null"),
-    ({"inputs": [tensor(datatype="FP32")]}, "inputs[0]: expected datatype FP64, got 'FP32'"),
+    ({"inputs": [{"name": "input-0", "datatype": "FP64", "shape": [1, 4]}]}, "inputs[0] ('input-0') lacks"),
+    ({"inputs": [tensor(name="x")]}, "inputs[0] ('x'): unknown input; the model's inputs are its features"),
+    ({"inputs": [tensor(name="x")]}, "or one 'input-0' tensor"),
+    ({"inputs": [tensor(name=None)]}, 'inputs[0] must have a string "name", got null'),
+    ({"inputs": [tensor(datatype="FP32")]}, "inputs[0] ('input-0'): expected datatype FP64, got 'FP32'"),
     ({"inputs": [tensor(datatype="fp64")]}, "got 'fp64'"),
-    ({"inputs": [tensor(datatype=["FP64"])]}, "expected datatype FP64, got an array"),
+    ({"inputs": [tensor(datatype=["FP64"])]}, 'must have a string "datatype", got an array'),
     ({"inputs": [tensor(parameters="x")]}, "inputs[0].parameters must be an object, got a string"),
-    ({"inputs": [tensor(parameters={"binary_data_size": 96})]}, "binary tensor data (binary_data_size)"),
+    ({"inputs": [tensor(parameters={"binary_data_size": 96})]}, 'has both "data" and parameters.binary_'),
     ({"inputs": [tensor(parameters={"shared_memory_region": "r"})]}, "shared memory (shared_memory_region)"),
-    ({"inputs": [tensor(shape=[12])]}, 'inputs[0]: "shape" must be [n, 4]'),
+    ({"inputs": [tensor(shape=[12])]}, "inputs[0] ('input-0'): \"shape\" must be [n, 4]"),
     ({"inputs": [tensor(shape=[3, 4, 1])]}, "got [3, 4, 1]"),
     ({"inputs": [tensor(shape=[4, 3])]}, "got [4, 3]"),
     ({"inputs": [tensor(shape=[3, "4"])]}, "must be an array of non-negative integers"),
@@ -244,6 +280,31 @@ BAD_REQUESTS: list[tuple[Any, str]] = [
     ({"inputs": [tensor([[1, 2, 3, True]])]}, "expected a number, got a boolean"),
     ({"inputs": [tensor([[1, 2, 3, {"v": 4}]])]}, "expected a number, got an object"),
     ({"inputs": [tensor(data=[[[1, 2, 3, 4]], [1], [2]])]}, "row 0: expected 4 values"),
+    (
+        {"inputs": columns()[:3]},
+        "inputs lack the features ['petal width (cm)']: send one [n] tensor for each",
+    ),
+    (
+        {"inputs": [*columns(), columns()[1]]},
+        "inputs[4] ('sepal width (cm)'): input 'sepal width (cm)' is given",
+    ),
+    (
+        {"inputs": replaced(columns(), 2, shape=[3, 1])},
+        "('petal length (cm)'): \"shape\" must be [n] (n rows",
+    ),
+    ({"inputs": replaced(columns(), 0, shape=[0], data=[])}, '"shape" must be [n] (n rows, at least one)'),
+    ({"inputs": replaced(columns(), 3, shape=[2], data=[1, 2])}, '"shape" is [2] but inputs[0] (\'sepal le'),
+    ({"inputs": replaced(columns(), 1, data=[1, 2])}, '"data" must be an array of 3 values, got 2 values'),
+    ({"inputs": replaced(columns(), 1, data="1,2,3")}, '"data" must be an array of 3 values, got a string'),
+    ({"inputs": replaced(columns(), 1, datatype="FP32")}, "(cm)'): expected datatype FP64, got 'FP32'"),
+    (
+        {"inputs": columns(datatype="BYTES")},
+        "inputs[0] ('sepal length (cm)'): expected datatype FP64, got 'BY",
+    ),
+    (
+        {"inputs": replaced(columns(), 3, data=[1, "2", 3])},
+        "row 1, feature 'petal width (cm)': expected a num",
+    ),
     ({"inputs": [tensor()], "outputs": {"name": "predict"}}, '"outputs" must be an array'),
     ({"inputs": [tensor()], "outputs": ["predict"]}, "outputs[0] must be an object"),
     ({"inputs": [tensor()], "outputs": [{"name": "label"}]}, "outputs[0]: unknown output 'label'"),
@@ -252,6 +313,10 @@ BAD_REQUESTS: list[tuple[Any, str]] = [
     ({"inputs": [tensor()], "outputs": [{"name": "predict"}, {"name": "predict"}]}, "requested twice"),
     ({"inputs": [tensor()], "outputs": [{"name": "predict", "x": 1}]}, "outputs[0] has unexpected keys"),
     ({"inputs": [tensor()], "outputs": [{"name": "predict", "parameters": 1}]}, "must be an object"),
+    (
+        {"inputs": [tensor()], "outputs": [{"name": "predict", "parameters": {"binary_data": "yes"}}]},
+        'outputs[0].parameters: "binary_data" must be true or false, got a string',
+    ),
 ]
 
 
@@ -313,7 +378,11 @@ def test_too_large_a_body_is_413(model_dir: Path) -> None:
         ({"Content-Type": "text/plain"}, "expected Content-Type application/json, got text/plain"),
         ({"Content-Type": "application/octet-stream"}, "got application/octet-stream"),
         ({"Content-Encoding": "gzip"}, "not decompressed; got Content-Encoding gzip"),
-        ({"Inference-Header-Content-Length": "120"}, "binary tensor data extension is not supported"),
+        (
+            {"Inference-Header-Content-Length": "120", "Content-Type": "application/json"},
+            "a body with binary tensor data (Inference-Header-Content-Length) must have Content-Type "
+            "application/octet-stream or none, got application/json",
+        ),
     ],
 )
 def test_bodies_it_cannot_read_are_415(client: FlaskClient, headers: dict[str, str], message: str) -> None:
