@@ -16,6 +16,7 @@ from flask.testing import FlaskClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
+from tritonclient.utils import deserialize_bytes_tensor
 
 import train
 from skserve import create_app, v2
@@ -214,6 +215,10 @@ def test_integer_labels_are_int64(tmp_path: Path) -> None:
     }
     labels = infer(client, {"inputs": [tensor()]}, path=f"{path}/infer").get_json()["outputs"][0]
     assert labels == {"name": "predict", "datatype": "INT64", "shape": [3], "data": [0, 1, 2]}
+    binary = {"inputs": [tensor()], "outputs": [{"name": "predict", "parameters": {"binary_data": True}}]}
+    response = infer(client, binary, path=f"{path}/infer")
+    length = int(response.headers["Inference-Header-Content-Length"])
+    assert np.frombuffer(response.data[length:], "<i8").tolist() == [0, 1, 2]
 
 
 def test_model_name_setting_renames_the_model_everywhere(model_dir: Path) -> None:
@@ -390,6 +395,185 @@ def test_bodies_it_cannot_read_are_415(client: FlaskClient, headers: dict[str, s
     if headers.get("Content-Encoding") == "gzip":
         body = gzip.compress(body)
     assert_v2_error(client.post(INFER, data=body, headers=headers), 415, message)
+
+
+FP64_ROWS = np.asarray(ROWS, dtype="<f8").tobytes()  # the binary data of tensor(): 96 bytes
+
+
+def binary_tensor(size: int = len(FP64_ROWS), **overrides: Any) -> dict[str, Any]:
+    """tensor() with its data sent as `size` bytes of binary data instead of JSON."""
+    header = {**tensor(), "parameters": {"binary_data_size": size}, **overrides}
+    del header["data"]
+    return header
+
+
+def infer_binary(
+    client: FlaskClient, body: Any, raw: bytes, header_length: str | None = None, **headers: str
+) -> Any:
+    """POST the JSON header `body` followed by `raw`, as tritonclient does (no Content-Type)."""
+    encoded = json.dumps(body).encode()
+    all_headers = {"Inference-Header-Content-Length": header_length or str(len(encoded)), **headers}
+    return client.post(INFER, data=encoded + raw, headers=all_headers)
+
+
+def split_binary(response: Any) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """A binary response's JSON header and each binary output's bytes, by name."""
+    assert response.status_code == 200, response.data
+    assert response.mimetype == "application/octet-stream"
+    length = int(response.headers["Inference-Header-Content-Length"])
+    header = json.loads(response.data[:length])
+    raw: dict[str, bytes] = {}
+    offset = length
+    for output in header["outputs"]:
+        size = output.get("parameters", {}).get("binary_data_size")
+        if size is not None:
+            assert "data" not in output
+            raw[output["name"]] = response.data[offset : offset + size]
+            offset += size
+    assert offset == len(response.data)
+    return header, raw
+
+
+def test_binary_input_gives_the_same_answer_as_json(client: FlaskClient) -> None:
+    expected = infer(client, {"inputs": [tensor()]}).get_json()
+    assert infer_binary(client, {"inputs": [binary_tensor()]}, FP64_ROWS).get_json() == expected
+    kserve_style = infer_binary(
+        client, {"inputs": [binary_tensor()]}, FP64_ROWS, **{"Content-Type": "application/octet-stream"}
+    )
+    assert kserve_style.get_json() == expected
+
+
+def test_binary_columns_and_json_columns_can_be_mixed(client: FlaskClient) -> None:
+    tensors = columns()
+    tensors[1] = {**tensors[1], "parameters": {"binary_data_size": 24}}
+    tensors[3] = {**tensors[3], "parameters": {"binary_data_size": 24}}
+    raw = np.asarray(tensors[1].pop("data") + tensors[3].pop("data"), dtype="<f8").tobytes()
+    expected = infer(client, {"inputs": [tensor()]}).get_json()
+    assert infer_binary(client, {"inputs": tensors}, raw).get_json() == expected
+
+
+def test_binary_data_output_sends_every_output_as_binary(client: FlaskClient) -> None:
+    expected = infer(client, {"inputs": [tensor()]}).get_json()
+    body = {"id": "b", "parameters": {"binary_data_output": True}, "inputs": [tensor()]}
+    header, raw = split_binary(infer(client, body))
+    labels, probabilities = expected["outputs"]
+    assert header["id"] == "b"
+    assert header["outputs"] == [  # predict: three 4-byte lengths and 25 bytes of text
+        {"name": "predict", "datatype": "BYTES", "shape": [3], "parameters": {"binary_data_size": 37}},
+        {
+            "name": "predict_proba",
+            "datatype": "FP64",
+            "shape": [3, 3],
+            "parameters": {"binary_data_size": 72},
+        },
+    ]
+    assert deserialize_bytes_tensor(raw["predict"]).tolist() == [label.encode() for label in labels["data"]]
+    assert np.frombuffer(raw["predict_proba"], "<f8").tolist() == probabilities["data"]
+
+
+@pytest.mark.parametrize(
+    ("parameters", "outputs", "binary"),
+    [
+        (
+            {},
+            [{"name": "predict_proba", "parameters": {"binary_data": True}}, {"name": "predict"}],
+            ["predict_proba"],
+        ),
+        (
+            {"binary_data_output": True},
+            [{"name": "predict"}, {"name": "predict_proba"}],
+            ["predict", "predict_proba"],
+        ),
+        ({"binary_data_output": True}, [{"name": "predict", "parameters": {"binary_data": False}}], []),
+    ],
+)
+def test_an_outputs_binary_data_parameter_overrides_the_requests(
+    client: FlaskClient, parameters: dict[str, Any], outputs: list[Any], binary: list[str]
+) -> None:
+    response = infer(client, {"parameters": parameters, "inputs": [tensor()], "outputs": outputs})
+    if not binary:
+        assert response.mimetype == "application/json"
+        assert "Inference-Header-Content-Length" not in response.headers
+        assert response.get_json()["outputs"][0]["data"] == CLASSES
+        return
+    header, raw = split_binary(response)
+    assert [output["name"] for output in header["outputs"]] == [output["name"] for output in outputs]
+    assert list(raw) == binary
+
+
+BAD_BINARY: list[tuple[Any, bytes, str | None, str]] = [
+    (
+        {"inputs": [binary_tensor()]},
+        FP64_ROWS,
+        "abc",
+        "Inference-Header-Content-Length must be a positive byte",
+    ),
+    ({"inputs": [binary_tensor()]}, FP64_ROWS, "-5", "positive byte count, got '-5'"),
+    ({"inputs": [binary_tensor()]}, FP64_ROWS, "0", "positive byte count, got '0'"),
+    (
+        {"inputs": [binary_tensor()]},
+        FP64_ROWS,
+        "9999",
+        "Inference-Header-Content-Length is 9999 but the body has",
+    ),
+    ({"inputs": [binary_tensor()]}, FP64_ROWS, "10", "request body is not valid JSON"),
+    (
+        {"inputs": [binary_tensor()]},
+        FP64_ROWS + b"x",
+        None,
+        "97 bytes follow the JSON header but the inputs' binar",
+    ),
+    (
+        {"inputs": [binary_tensor(104)]},
+        FP64_ROWS,
+        None,
+        "binary_data_size 104 runs past the end of the binary da",
+    ),
+    ({"inputs": [binary_tensor()]}, b"", None, "(0 bytes left after the JSON header)"),
+    (
+        {"inputs": [binary_tensor(88)]},
+        FP64_ROWS[:88],
+        None,
+        "binary_data_size is 88 bytes; 12 FP64 values take 96",
+    ),
+    (
+        {"inputs": [binary_tensor(parameters={"binary_data_size": "96"})]},
+        FP64_ROWS,
+        None,
+        "a byte count, got a s",
+    ),
+    (
+        {"inputs": [binary_tensor(parameters={"binary_data_size": True})]},
+        FP64_ROWS,
+        None,
+        "byte count, got a boo",
+    ),
+    ({"inputs": [binary_tensor(datatype="FP32")]}, FP64_ROWS, None, "expected datatype FP64, got 'FP32'"),
+    (
+        {"inputs": [binary_tensor(shape=[4, 3])]},
+        FP64_ROWS,
+        None,
+        '"shape" must be [n, 4] (n rows of the model',
+    ),
+    (
+        {"inputs": [binary_tensor()]},
+        np.asarray([[np.nan, 1, 2, 3]] * 3, dtype="<f8").tobytes(),
+        None,
+        "row 0, feature 'sepal length (cm)': expected a number, got null",
+    ),
+]
+
+
+@pytest.mark.parametrize(("body", "raw", "header_length", "message"), BAD_BINARY)
+def test_inconsistent_binary_data_is_400_naming_the_problem(
+    client: FlaskClient, body: Any, raw: bytes, header_length: str | None, message: str
+) -> None:
+    assert_v2_error(infer_binary(client, body, raw, header_length), 400, message)
+
+
+def test_a_binary_body_past_the_size_limit_is_413(model_dir: Path) -> None:
+    client = create_app({"TESTING": True, "MODEL_DIR": str(model_dir), "MAX_BODY_BYTES": 150}).test_client()
+    assert_v2_error(infer_binary(client, {"inputs": [binary_tensor()]}, FP64_ROWS), 413, "the limit is 150")
 
 
 @pytest.mark.parametrize(
