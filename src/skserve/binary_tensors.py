@@ -9,10 +9,8 @@ from typing import Any
 import numpy as np
 
 from skserve.errors import InvalidInput
+from skserve.v2_protocol import BYTES, FP64, INT64
 
-FP64 = "FP64"
-INT64 = "INT64"
-BYTES = "BYTES"
 # Row-major, little-endian, no padding; BYTES elements are each a 4-byte little-endian length and the bytes.
 FIXED_WIDTH = {FP64: np.dtype("<f8"), INT64: np.dtype("<i8")}
 LENGTH_PREFIX = struct.Struct("<I")

@@ -12,34 +12,38 @@ from flask import Blueprint, Flask, Response, current_app, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from werkzeug.wrappers import Response as WerkzeugResponse
 
-from skserve import api, binary_tensors, metrics
-from skserve.binary_tensors import BYTES, FP64, INT64
+from skserve import binary_tensors, metrics, web
 from skserve.errors import APIError, InvalidInput, UnsupportedMediaType
-from skserve.features import CATEGORY, CLASSIFICATION, Feature
 from skserve.model import LoadedModel, Prediction
 from skserve.schema import json_type, parse_json, rows_of_values, tensor_rows
+from skserve.v2_protocol import (
+    BINARY_SIZE,
+    BYTES,
+    EXTENSIONS,
+    FP64,
+    INPUT_NAME,
+    PLATFORM,
+    PREDICT_PROBA,
+    SERVER_NAME,
+    SERVER_VERSION,
+    UNSUPPORTED_INPUT_PARAMETERS,
+    classes,
+    feature_datatype,
+    input_metadata,
+    model_outputs,
+    output_metadata,
+    output_type,
+    takes_one_tensor,
+)
 
 bp = Blueprint("v2", __name__, url_prefix="/v2")
-
-SERVER_NAME = "skserve"
-SERVER_VERSION = "0.1.0"  # pyproject.toml's version (a test keeps the two in step)
-EXTENSIONS = ["binary_tensor_data"]
-PLATFORM = "sklearn_joblib"  # the protocol names platforms "<project>_<format>"
-INPUT_NAME = "input-0"
-INPUT_DATATYPE = FP64
-PREDICT = "predict"
-PREDICT_PROBA = "predict_proba"
-OUTPUTS = (PREDICT, PREDICT_PROBA)
 
 # Real clients name the model in the body too (KServe's SDK sends "model_name"); accepted when it agrees.
 REQUEST_KEYS = {"id", "parameters", "inputs", "outputs", "model_name", "model_version"}
 INPUT_KEYS = {"name", "shape", "datatype", "parameters", "data"}
 OUTPUT_KEYS = {"name", "parameters"}
-# Input parameters of protocol extensions this server does not implement: each means "data" is elsewhere.
-UNSUPPORTED_INPUT_PARAMETERS = {"shared_memory_region": "shared memory"}
 # The binary tensor data extension: the body is a JSON header of this many bytes, then raw tensor bytes.
 BINARY_HEADER = "Inference-Header-Content-Length"
-BINARY_SIZE = "binary_data_size"
 JSON = "application/json"
 OCTET_STREAM = "application/octet-stream"
 
@@ -77,31 +81,31 @@ class InferenceRequest:
 @bp.get("")
 @bp.get("/")
 def server_metadata() -> Response:
-    return api.json_response({"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": EXTENSIONS})
+    return web.json_response({"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": EXTENSIONS})
 
 
 @bp.get("/health/live")
 def server_live() -> Response:
-    return api.json_response({"live": True})
+    return web.json_response({"live": True})
 
 
 @bp.get("/health/ready")
 def server_ready() -> Response:
     # The factory refuses to build an app without a verified model, so an app that answers is ready.
-    return api.json_response({"ready": True})
+    return web.json_response({"ready": True})
 
 
 @bp.get("/models/<name>")
 @bp.get("/models/<name>/versions/<version>")
 def model_metadata(name: str, version: str | None = None) -> Response:
-    return api.json_response(metadata(served_model(name, version)))
+    return web.json_response(metadata(served_model(name, version)))
 
 
 @bp.get("/models/<name>/ready")
 @bp.get("/models/<name>/versions/<version>/ready")
 def model_ready(name: str, version: str | None = None) -> Response:
     model = served_model(name, version)
-    return api.json_response({"name": model.name, "ready": True})
+    return web.json_response({"name": model.name, "ready": True})
 
 
 @bp.post("/models/<name>/infer")
@@ -110,7 +114,7 @@ def infer(name: str, version: str | None = None) -> Response:
     model = served_model(name, version)
     inference = parse_inference_request(*read_inference_body(), model)
     rows = rows_of_values(inference.rows, model.feature_names, current_app.config["MAX_ROWS"])
-    prediction = api.predict_rows(rows)  # the /predict view's path, micro-batching included
+    prediction = web.predict_rows(rows)  # the /predict view's path, micro-batching included
     metrics.observe_predictions(prediction.labels)
     body: dict[str, Any] = {"model_name": model.name, "model_version": model.version}
     if inference.id is not None:
@@ -125,7 +129,7 @@ def infer(name: str, version: str | None = None) -> Response:
             binary.append(raw)
         body["outputs"].append(tensor)
     if not binary:
-        return api.json_response(body)
+        return web.json_response(body)
     header = orjson.dumps(body)
     response = Response(b"".join([header, *binary]), mimetype=OCTET_STREAM)
     response.headers[BINARY_HEADER] = str(len(header))
@@ -134,7 +138,7 @@ def infer(name: str, version: str | None = None) -> Response:
 
 def served_model(name: str, version: str | None) -> LoadedModel:
     """The loaded model if the URL names it (and its version, when given); 404 otherwise."""
-    model = api.loaded_model()
+    model = web.loaded_model()
     if name != model.name:
         raise NotFound(f"unknown model {shorten(name)}; this server serves {model.name!r}")
     if version is not None and version != model.version:
@@ -146,43 +150,13 @@ def served_model(name: str, version: str | None) -> LoadedModel:
 
 def metadata(model: LoadedModel) -> dict[str, Any]:
     """The model metadata response: the inputs the model takes and the outputs its task gives."""
-    if takes_one_tensor(model):
-        inputs = [{"name": INPUT_NAME, "datatype": FP64, "shape": [-1, len(model.features)]}]
-    else:
-        inputs = [
-            {"name": feature.name, "datatype": feature_datatype(feature), "shape": [-1]}
-            for feature in model.features
-        ]
     return {
         "name": model.name,
         "versions": [model.version],
         "platform": PLATFORM,
-        "inputs": inputs,
-        "outputs": [{"name": name, **output_type(name, model)} for name in model_outputs(model)],
+        "inputs": input_metadata(model),
+        "outputs": output_metadata(model),
     }
-
-
-def feature_datatype(feature: Feature) -> str:
-    """FP64 for numbers (and categories that are numbers), BYTES for text, as pandas codecs expect."""
-    return BYTES if feature.kind == CATEGORY and not feature.numeric_categories else FP64
-
-
-def takes_one_tensor(model: LoadedModel) -> bool:
-    """Whether the rows fit one [n, k] FP64 tensor: every feature is FP64. Per-feature tensors always work."""
-    return all(feature_datatype(feature) == FP64 for feature in model.features)
-
-
-def model_outputs(model: LoadedModel) -> tuple[str, ...]:
-    """A classifier gives labels and probabilities, a regressor its predicted values."""
-    return OUTPUTS if model.task == CLASSIFICATION else (PREDICT,)
-
-
-def output_type(name: str, model: LoadedModel) -> dict[str, Any]:
-    """The datatype and shape (-1 for any number of rows) of an output."""
-    if name == PREDICT_PROBA:
-        return {"datatype": FP64, "shape": [-1, len(classes(model))]}
-    datatype = label_datatype(classes(model)) if model.task == CLASSIFICATION else FP64
-    return {"datatype": datatype, "shape": [-1]}
 
 
 def read_inference_body() -> tuple[Any, bytes]:
@@ -198,13 +172,13 @@ def read_inference_body() -> tuple[Any, bytes]:
     if header_length is None:
         if request.mimetype not in ("", JSON):
             raise UnsupportedMediaType(f"expected Content-Type {JSON}, got {request.mimetype}")
-        return parse_json(api.read_body()), b""
+        return parse_json(web.read_body()), b""
     if request.mimetype not in ("", OCTET_STREAM):
         raise UnsupportedMediaType(
             f"a body with binary tensor data ({BINARY_HEADER}) must have Content-Type {OCTET_STREAM} "
             f"or none, got {request.mimetype}"
         )
-    body = api.read_body()
+    body = web.read_body()
     if not header_length.isdecimal() or int(header_length) == 0:
         raise InvalidInput(f"{BINARY_HEADER} must be a positive byte count, got {shorten(header_length)}")
     if int(header_length) > len(body):
@@ -417,17 +391,6 @@ def output_tensor(name: str, prediction: Prediction, model: LoadedModel) -> dict
     return {"name": name, "datatype": datatype, "shape": [n_rows], "data": labels}
 
 
-def classes(model: LoadedModel) -> list[Any]:
-    """The class labels in the order of predict_proba's columns."""
-    labels: list[Any] = model.estimator.classes_.tolist()
-    return labels
-
-
-def label_datatype(labels: Iterable[Any]) -> str:
-    """INT64 when every class label is an integer, BYTES (labels as strings) otherwise."""
-    return INT64 if all(type(label) is int for label in labels) else BYTES
-
-
 def shorten(text: str) -> str:
     """A client-supplied string, quoted and cut short, so a message never echoes a whole body."""
     return repr(text[:40] + "..." if len(text) > 40 else text)
@@ -443,9 +406,9 @@ def error_response(error: HTTPException | APIError) -> WerkzeugResponse:
     """The protocol's error shape, {"error": message}, with the status (and headers) the error carries."""
     if isinstance(error, APIError):
         metrics.observe_error(error.code)
-        return api.json_response({"error": error.message}, error.status)
-    metrics.observe_error(api.http_error_code(error))  # the code /predict's errors carry
-    return api.http_error_response(error, {"error": error.description or error.name})
+        return web.json_response({"error": error.message}, error.status)
+    metrics.observe_error(web.http_error_code(error))  # the code /predict's errors carry
+    return web.http_error_response(error, {"error": error.description or error.name})
 
 
 def handle_routing_error(error: HTTPException) -> WerkzeugResponse:
@@ -453,7 +416,7 @@ def handle_routing_error(error: HTTPException) -> WerkzeugResponse:
     see them (Flask's documented limit); under /v2 they get the protocol's shape too."""
     if request.path == bp.url_prefix or request.path.startswith(f"{bp.url_prefix}/"):
         return error_response(error)
-    return api.handle_http_exception(error)
+    return web.handle_http_exception(error)
 
 
 bp.register_error_handler(APIError, error_response)
@@ -461,6 +424,6 @@ bp.register_error_handler(HTTPException, error_response)
 
 
 def register_error_handlers(app: Flask) -> None:
-    """Call after api.register_error_handlers: these are more specific, so they win for 404 and 405."""
+    """Call after web.register_error_handlers: these are more specific, so they win for 404 and 405."""
     app.register_error_handler(NotFound, handle_routing_error)
     app.register_error_handler(MethodNotAllowed, handle_routing_error)
