@@ -1,29 +1,50 @@
 """Another real V2 client, KServe's Python SDK (InferenceRESTClient, protocol v2), against the real server.
 
 Its defaults send binary tensor data (with Content-Type application/octet-stream) and name the model
-in the body as well as the path; both its binary and its JSON ways are tested.
+in the body as well as the path; both its binary and its JSON ways are tested. The SDK needs pandas<3,
+so it runs in its own venv, tests/.peers/kserve (created once, from tests/requirements-kserve.txt), and
+drives the server from tests/kserve_driver.py.
 """
 
 from __future__ import annotations
 
-import asyncio
+import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import pytest
-from kserve import InferenceRESTClient, InferInput, InferRequest, RESTConfig
-from kserve.protocol.infer_type import InferResponse
 
 import train
-from tests.live_server import LiveServer, running
+from tests.live_server import REPO, LiveServer, running
 
 pytestmark = pytest.mark.e2e
 
+VENV = REPO / "tests" / ".peers" / "kserve"
+REQUIREMENTS = REPO / "tests" / "requirements-kserve.txt"
+STAMP = VENV / ".installed"
+DRIVER = REPO / "tests" / "kserve_driver.py"
+INSTALL_TIMEOUT_S = 900
+
 NAME = "iris-logistic-regression"
 ROWS = np.random.default_rng(11).uniform(0, 8, size=(20, 4))
+
+
+@pytest.fixture(scope="session")
+def kserve_python() -> Path:
+    """The Python of a venv holding the pinned SDK, created unless it is already up to date."""
+    if not (STAMP.exists() and STAMP.read_text() == REQUIREMENTS.read_text()):
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(VENV)], check=True, timeout=120)
+        subprocess.run(
+            [str(VENV / "bin" / "pip"), "install", "--quiet", "-r", str(REQUIREMENTS)],
+            check=True,
+            timeout=INSTALL_TIMEOUT_S,
+        )
+        STAMP.write_text(REQUIREMENTS.read_text())
+    return VENV / "bin" / "python"
 
 
 @pytest.fixture(scope="module")
@@ -33,65 +54,80 @@ def server(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         yield live
 
 
-def infer(server: LiveServer, inputs: list[InferInput], **request: Any) -> InferResponse:
-    """One inference with a fresh client, as the SDK's documentation writes it."""
+class Driver:
+    """The SDK in a process of its venv (importing it takes seconds), given one job at a time."""
 
-    async def call() -> InferResponse:
-        client = InferenceRESTClient(RESTConfig(protocol="v2", timeout=10))
+    def __init__(self, python: Path) -> None:
+        self.process = subprocess.Popen(
+            [str(python), "-W", "error", str(DRIVER)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    def infer(
+        self, server: LiveServer, model: str, inputs: list[dict[str, Any]], binary: bool
+    ) -> dict[str, Any]:
+        """One inference by the SDK: its answer, or the status and message of the error it raised."""
+        assert self.process.stdin is not None
+        assert self.process.stdout is not None
+        job = {"url": server.url, "model": model, "id": "k-1", "binary": binary, "inputs": inputs}
+        self.process.stdin.write(json.dumps(job) + "\n")
+        self.process.stdin.flush()
+        line = self.process.stdout.readline()
+        assert line, f"the KServe driver exited with {self.process.wait(timeout=10)}"
+        answer: dict[str, Any] = json.loads(line)
+        return answer
+
+    def close(self) -> None:
+        """Close its stdin, which ends it; wait for that (by its own PID) with a bound."""
+        assert self.process.stdin is not None
+        self.process.stdin.close()
         try:
-            response: InferResponse = await client.infer(
-                server.url, InferRequest(model_name=NAME, infer_inputs=inputs, **request), model_name=NAME
-            )
-            return response
-        finally:
-            await client.close()
-
-    return asyncio.run(call())
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        assert self.process.stdout is not None
+        self.process.stdout.close()
 
 
-def matrix_input(rows: np.ndarray, **binary_data: bool) -> InferInput:
-    tensor = InferInput("input-0", list(rows.shape), "FP64")
-    tensor.set_data_from_numpy(rows, **binary_data)
-    return tensor
+@pytest.fixture(scope="module")
+def kserve(kserve_python: Path) -> Iterator[Driver]:
+    driver = Driver(kserve_python)
+    yield driver
+    driver.close()
 
 
-def outputs(response: InferResponse) -> dict[str, list[Any]]:
-    """Each output's values by name, BYTES as text."""
-    return {
-        output.name: [
-            value.decode() if isinstance(value, bytes) else value for value in output.as_numpy().tolist()
-        ]
-        for output in response.outputs
-    }
+def matrix(rows: np.ndarray) -> list[dict[str, Any]]:
+    return [{"name": "input-0", "shape": list(rows.shape), "datatype": "FP64", "data": rows.ravel().tolist()}]
 
 
-def predicted(server: LiveServer, rows: np.ndarray) -> Any:
-    response = server.request("POST", "/predict", {"instances": rows.tolist()})
+def predicted(server: LiveServer, rows: list[Any]) -> Any:
+    response = server.request("POST", "/predict", {"instances": rows})
     assert response.status == 200
     return response.json()
 
 
 @pytest.mark.parametrize("binary", [True, False], ids=["default binary data", "binary_data=False"])
-def test_infer_gives_what_predict_gives(server: LiveServer, binary: bool) -> None:
-    response = infer(server, [matrix_input(ROWS, binary_data=binary)], request_id="k-1")
-    expected = predicted(server, ROWS)
-    assert (response.model_name, response.id) == (NAME, "k-1")
-    values = outputs(response)
-    assert values["predict"] == expected["predictions"]
-    assert values["predict_proba"] == [list(row.values()) for row in expected["probabilities"]]
+def test_infer_gives_what_predict_gives(kserve: Driver, server: LiveServer, binary: bool) -> None:
+    answer = kserve.infer(server, NAME, matrix(ROWS), binary)
+    expected = predicted(server, ROWS.tolist())
+    assert (answer["status"], answer["id"], answer["model_name"]) == (200, "k-1", NAME)
+    assert answer["outputs"]["predict"] == expected["predictions"]
+    assert answer["outputs"]["predict_proba"] == [list(row.values()) for row in expected["probabilities"]]
 
 
-def test_one_tensor_per_feature_as_from_a_dataframe(server: LiveServer) -> None:
-    tensors = []
-    for index, name in enumerate(train.load_bundled().features):
-        tensor = InferInput(name, [len(ROWS)], "FP64")
-        tensor.set_data_from_numpy(np.ascontiguousarray(ROWS[:, index]))
-        tensors.append(tensor)
-    assert outputs(infer(server, tensors))["predict"] == predicted(server, ROWS)["predictions"]
+def test_one_tensor_per_feature_as_from_a_dataframe(kserve: Driver, server: LiveServer) -> None:
+    columns = [
+        {"name": name, "shape": [len(ROWS)], "datatype": "FP64", "data": ROWS[:, index].tolist()}
+        for index, name in enumerate(train.load_bundled().features)
+    ]
+    answer = kserve.infer(server, NAME, columns, binary=True)
+    assert answer["outputs"]["predict"] == predicted(server, ROWS.tolist())["predictions"]
 
 
-def test_a_bad_tensor_raises_with_the_server_message(server: LiveServer) -> None:
-    with pytest.raises(httpx.HTTPStatusError) as caught:
-        infer(server, [matrix_input(ROWS[:, :3])])
-    assert caught.value.response.status_code == 400
-    assert '"shape" must be [n, 4]' in str(caught.value)
+def test_a_bad_tensor_raises_with_the_server_message(kserve: Driver, server: LiveServer) -> None:
+    answer = kserve.infer(server, NAME, matrix(ROWS[:, :3]), binary=True)
+    assert answer["status"] == 400
+    assert '"shape" must be [n, 4]' in answer["message"]
