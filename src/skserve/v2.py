@@ -179,11 +179,13 @@ def read_inference_body() -> tuple[Any, bytes]:
             f"or none, got {request.mimetype}"
         )
     body = web.read_body()
-    if not header_length.isdecimal() or int(header_length) == 0:
+    # At most 19 digits: int() of a long run of digits is slow, and past 4300 of them a ValueError.
+    if not (header_length.isascii() and header_length.isdigit() and len(header_length) < 20):
         raise InvalidInput(f"{BINARY_HEADER} must be a positive byte count, got {shorten(header_length)}")
-    if int(header_length) > len(body):
-        raise InvalidInput(f"{BINARY_HEADER} is {header_length} but the body has only {len(body)} bytes")
-    return parse_json(body[: int(header_length)]), body[int(header_length) :]
+    length = int(header_length)
+    if length == 0 or length > len(body):
+        raise InvalidInput(f"{BINARY_HEADER} is {length} but the body has {len(body)} bytes")
+    return parse_json(body[:length]), body[length:]
 
 
 def parse_inference_request(payload: Any, binary: bytes, model: LoadedModel) -> InferenceRequest:
@@ -203,7 +205,7 @@ def parse_inference_request(payload: Any, binary: bytes, model: LoadedModel) -> 
     for key, expected in (("model_name", model.name), ("model_version", model.version)):
         if key in payload and payload[key] != expected:
             got = shorten(payload[key]) if isinstance(payload[key], str) else json_type(payload[key])
-            raise InvalidInput(f'"{key}" is {got} but this is {expected!r}: leave it out or make them agree')
+            raise InvalidInput(f'"{key}" is {got} but this server serves {expected!r}: leave it out or agree')
     parameters = check_parameters(payload.get("parameters"), '"parameters"')
     inputs = payload.get("inputs")
     if not isinstance(inputs, list) or not inputs:
