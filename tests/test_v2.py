@@ -676,3 +676,29 @@ def test_no_request_body_gets_a_5xx(client: FlaskClient, body: Any) -> None:
     assert response.status_code in (200, 400, 413), response.get_data(as_text=True)
     if response.status_code != 200:
         assert isinstance(response.get_json()["error"], str)
+
+
+@st.composite
+def binary_bodies(draw: st.DrawFn) -> tuple[bytes, str]:
+    """Any mix of binary inputs, sizes, datatypes and shapes, with bytes that may not fit them."""
+    shape = draw(st.lists(st.integers(0, 6), max_size=3))
+    datatype = draw(st.sampled_from(["FP64", "BYTES", "FP32"]))
+    sizes = draw(st.lists(st.integers(0, 120) | JSON_VALUES, min_size=1, max_size=5))
+    names = draw(st.lists(st.sampled_from(["input-0", *FEATURES]), min_size=len(sizes), max_size=len(sizes)))
+    inputs = [
+        {"name": name, "shape": shape, "datatype": datatype, "parameters": {"binary_data_size": size}}
+        for name, size in zip(names, sizes, strict=True)
+    ]
+    header = json.dumps({"inputs": inputs, "parameters": {"binary_data_output": True}}).encode()
+    length = max(len(header) + draw(st.integers(-3, 3)), 0)
+    return header + draw(st.binary(max_size=200)), str(length)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=binary_bodies())
+def test_no_binary_body_gets_a_5xx(client: FlaskClient, body: tuple[bytes, str]) -> None:
+    data, length = body
+    response = client.post(INFER, data=data, headers={"Inference-Header-Content-Length": length})
+    assert response.status_code in (200, 400, 413), response.get_data(as_text=True)
+    if response.status_code != 200:
+        assert isinstance(response.get_json()["error"], str)
