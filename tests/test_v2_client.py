@@ -15,9 +15,9 @@ import pytest
 import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
-import train
 from skserve.artifact import read_card
 from tests.live_server import LiveServer, running
+from tests.test_v2 import FEATURES
 
 pytestmark = pytest.mark.e2e
 
@@ -133,7 +133,7 @@ def test_infer_with_json_or_binary_data_each_way_gives_the_same_answer(
 def test_one_tensor_per_feature_gives_the_same_answer(
     client: triton.InferenceServerClient, server: LiveServer
 ) -> None:
-    tensors = [triton.InferInput(name, [len(ROWS)], "FP64") for name in train.load_bundled().features]
+    tensors = [triton.InferInput(name, [len(ROWS)], "FP64") for name in FEATURES]
     for index, tensor in enumerate(tensors):
         tensor.set_data_from_numpy(np.ascontiguousarray(ROWS[:, index]))
     assert labels(client.infer(NAME, tensors)) == predicted(server, ROWS)["predictions"]

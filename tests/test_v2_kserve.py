@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-import train
 from tests.live_server import REPO, LiveServer, running
+from tests.test_v2 import FEATURES
 
 pytestmark = pytest.mark.e2e
 
@@ -121,7 +121,7 @@ def test_infer_gives_what_predict_gives(kserve: Driver, server: LiveServer, bina
 def test_one_tensor_per_feature_as_from_a_dataframe(kserve: Driver, server: LiveServer) -> None:
     columns = [
         {"name": name, "shape": [len(ROWS)], "datatype": "FP64", "data": ROWS[:, index].tolist()}
-        for index, name in enumerate(train.load_bundled().features)
+        for index, name in enumerate(FEATURES)
     ]
     answer = kserve.infer(server, NAME, columns, binary=True)
     assert answer["outputs"]["predict"] == predicted(server, ROWS.tolist())["predictions"]
