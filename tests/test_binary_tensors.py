@@ -19,8 +19,8 @@ def triton_bytes(values: list[str]) -> bytes:
     return raw
 
 
-def test_bytes_decode_as_tritonclient_encodes_them() -> None:
-    assert decode(triton_bytes(TEXT), "BYTES", len(TEXT)) == TEXT
+def test_bytes_decode_as_tritonclient_encodes_them_and_empty_is_a_missing_value() -> None:
+    assert decode(triton_bytes(TEXT), "BYTES", len(TEXT)) == ["Biscoe", None, "Dream ✓", "Torgersen"]
 
 
 def test_bytes_encode_as_tritonclient_decodes_them() -> None:

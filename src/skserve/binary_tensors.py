@@ -17,7 +17,10 @@ LENGTH_PREFIX = struct.Struct("<I")
 
 
 def decode(raw: bytes, datatype: str, count: int) -> list[Any]:
-    """The `count` elements of a tensor's binary data, flat: floats (NaN as None, a missing value) or text.
+    """The `count` elements of a tensor's binary data, flat: floats or text, None for a missing value.
+
+    A missing value is NaN in FP64 and an empty element in BYTES (training reads an empty CSV field as
+    missing, so no category is the empty text); JSON data says null instead.
 
     Raises InvalidInput naming the inconsistency when the bytes do not hold exactly `count` elements.
     """
@@ -53,7 +56,7 @@ def _decode_bytes(raw: bytes, count: int) -> list[Any]:
                 f"only {len(raw) - offset} remain"
             )
         try:
-            elements.append(raw[offset : offset + length].decode("utf-8"))
+            elements.append(raw[offset : offset + length].decode("utf-8") or None)
         except UnicodeDecodeError:
             raise InvalidInput(f"element {len(elements)} is not UTF-8 text") from None
         offset += length

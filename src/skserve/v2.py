@@ -386,7 +386,8 @@ def output_tensor(name: str, prediction: Prediction, model: LoadedModel) -> dict
     """One response tensor; data is flat in row-major order, as the protocol's examples give it."""
     n_rows = len(prediction.labels)
     datatype = output_type(name, model)["datatype"]
-    if name == PREDICT_PROBA:
+    # Only a classifier's prediction has probabilities; requested_outputs offers predict_proba to no other.
+    if name == PREDICT_PROBA and prediction.probabilities is not None:
         data = prediction.probabilities.ravel().tolist()
         return {"name": name, "datatype": datatype, "shape": [n_rows, len(classes(model))], "data": data}
     labels = [str(label) for label in prediction.labels] if datatype == BYTES else prediction.labels
