@@ -113,7 +113,7 @@ def model_ready(name: str, version: str | None = None) -> Response:
 def infer(name: str, version: str | None = None) -> Response:
     model = served_model(name, version)
     inference = parse_inference_request(*read_inference_body(), model)
-    rows = rows_of_values(inference.rows, model.feature_names, current_app.config["MAX_ROWS"])
+    rows = rows_of_values(inference.rows, model.features, current_app.config["MAX_ROWS"])
     prediction = web.predict_rows(rows)  # the /predict view's path, micro-batching included
     metrics.observe_predictions(prediction.labels)
     body: dict[str, Any] = {"model_name": model.name, "model_version": model.version}
