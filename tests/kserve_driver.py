@@ -15,9 +15,11 @@ from kserve import InferenceRESTClient, InferInput, InferRequest, RESTConfig
 
 
 def infer_input(tensor, binary):
-    dtype = np.object_ if tensor["datatype"] == "BYTES" else np.float64
-    values = [np.nan if value is None else value for value in tensor["data"]]
-    data = np.array(values, dtype=dtype).reshape(tensor["shape"])
+    if tensor["datatype"] == "BYTES":
+        data = np.array(tensor["data"], dtype=np.object_)
+    else:  # a DataFrame's number column: NaN where a value is missing
+        data = np.array([np.nan if value is None else value for value in tensor["data"]], dtype=np.float64)
+    data = data.reshape(tensor["shape"])
     infer_input = InferInput(tensor["name"], tensor["shape"], tensor["datatype"])
     if binary:
         infer_input.set_data_from_numpy(data)  # the SDK's default
