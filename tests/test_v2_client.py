@@ -16,10 +16,8 @@ import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
 from skserve.artifact import read_card
-from skserve.model import LoadedModel
 from tests.live_server import LiveServer, running
 from tests.test_v2 import FEATURES
-from tests.test_v2_mixed import column_array, sample_rows
 
 pytestmark = pytest.mark.e2e
 
@@ -201,42 +199,3 @@ def test_concurrent_v2_and_predict_requests_each_get_their_own_rows(server: Live
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         assert list(pool.map(send, range(len(batches)))) == expected
-
-
-@pytest.fixture(scope="module")
-def mixed(
-    mixed_classifier_dir: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[LiveServer, LoadedModel]]:
-    log = tmp_path_factory.mktemp("v2-mixed-log") / "server.log"
-    with running(mixed_classifier_dir, log, workers=1) as live:
-        yield live, LoadedModel.load(mixed_classifier_dir)
-
-
-@pytest.mark.parametrize("binary", [True, False], ids=["defaults", "binary_data=False"])
-def test_a_model_with_text_and_missing_values_gives_what_predict_gives(
-    mixed: tuple[LiveServer, LoadedModel], binary: bool
-) -> None:
-    """One tensor per feature as the metadata lists them, text as BYTES; in binary data a missing
-    value is NaN or empty text (JSON has no NaN, so those rows have none)."""
-    server, model = mixed
-    client = triton.InferenceServerClient(server.url.removeprefix("http://"), network_timeout=10.0)
-    rows = sample_rows(model.features, 12, missing=binary)
-    inputs = client.get_model_metadata(model.name)["inputs"]
-    assert [tensor["name"] for tensor in inputs] == model.feature_names
-    assert {tensor["datatype"] for tensor in inputs} == {"FP64", "BYTES"}
-    tensors = []
-    for index, tensor in enumerate(inputs):
-        infer_input = triton.InferInput(tensor["name"], [len(rows)], tensor["datatype"])
-        values = column_array(rows, index, tensor["datatype"])
-        if binary:
-            infer_input.set_data_from_numpy(values)
-        else:
-            infer_input.set_data_from_numpy(values, binary_data=False)
-        tensors.append(infer_input)
-    result = client.infer(model.name, tensors)
-    client.close()
-    expected = server.request("POST", "/predict", {"instances": rows}).json()
-    assert labels(result) == expected["predictions"]
-    assert result.as_numpy("predict_proba").tolist() == [
-        list(row.values()) for row in expected["probabilities"]
-    ]

@@ -18,10 +18,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from skserve.model import LoadedModel
 from tests.live_server import REPO, LiveServer, running
 from tests.test_v2 import FEATURES
-from tests.test_v2_mixed import column_array, sample_rows
 
 pytestmark = pytest.mark.e2e
 
@@ -133,32 +131,3 @@ def test_a_bad_tensor_raises_with_the_server_message(kserve: Driver, server: Liv
     answer = kserve.infer(server, NAME, matrix(ROWS[:, :3]), binary=True)
     assert answer["status"] == 400
     assert '"shape" must be [n, 4]' in answer["message"]
-
-
-@pytest.fixture(scope="module")
-def mixed(
-    mixed_classifier_dir: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[LiveServer, LoadedModel]]:
-    log = tmp_path_factory.mktemp("v2-kserve-mixed-log") / "server.log"
-    with running(mixed_classifier_dir, log, workers=1) as live:
-        yield live, LoadedModel.load(mixed_classifier_dir)
-
-
-@pytest.mark.parametrize("binary", [True, False], ids=["default binary data", "binary_data=False"])
-def test_a_model_with_text_and_missing_values_gives_what_predict_gives(
-    kserve: Driver, mixed: tuple[LiveServer, LoadedModel], binary: bool
-) -> None:
-    """A DataFrame's columns as one tensor each, text as BYTES; in binary data a missing value is NaN
-    or empty text (JSON has no empty-text spelling of it, so those rows have none)."""
-    server, model = mixed
-    rows = sample_rows(model.features, 12, missing=binary)
-    inputs = server.request("GET", f"/v2/models/{model.name}").json()["inputs"]
-    tensors = [
-        {**tensor, "shape": [len(rows)], "data": column_array(rows, index, tensor["datatype"]).tolist()}
-        for index, tensor in enumerate(inputs)
-    ]
-    answer = kserve.infer(server, model.name, tensors, binary)
-    expected = predicted(server, rows)
-    assert answer["status"] == 200, answer
-    assert answer["outputs"]["predict"] == expected["predictions"]
-    assert answer["outputs"]["predict_proba"] == [list(row.values()) for row in expected["probabilities"]]
