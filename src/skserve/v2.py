@@ -278,8 +278,7 @@ def tensor_rows_of(tensor: Tensor, model: LoadedModel) -> list[Any]:
     """The rows of the one [n, k] FP64 tensor, for models whose features are all numbers."""
     if not takes_one_tensor(model):
         raise InvalidInput(
-            f"{tensor.where}: this model takes one [n] tensor per feature, named by it: "
-            f"{shorten_all(model.feature_names)}"
+            f"{tensor.where}: this model takes one [n] tensor per feature, named by it: {model.feature_names}"
         )
     check_datatype(tensor, FP64)
     try:
@@ -297,14 +296,14 @@ def feature_rows(tensors: list[Tensor], model: LoadedModel) -> list[list[Any]]:
             alternative = f" or one {INPUT_NAME!r} tensor" if takes_one_tensor(model) else ""
             raise InvalidInput(
                 f"{tensor.where}: unknown input; the model's inputs are its features "
-                f"{shorten_all(model.feature_names)}{alternative}"
+                f"{model.feature_names}{alternative}"
             )
         if tensor.name in by_name:
             raise InvalidInput(f"{tensor.where}: input {shorten(tensor.name)} is given twice")
         by_name[tensor.name] = tensor
     missing = [name for name in model.feature_names if name not in by_name]
     if missing:
-        raise InvalidInput(f"inputs lack the features {shorten_all(missing)}: send one [n] tensor for each")
+        raise InvalidInput(f"inputs lack the features {missing}: send one [n] tensor for each")
     first = by_name[model.feature_names[0]]
     columns = []
     for feature in model.features:
