@@ -39,7 +39,7 @@ lint: $(INSTALLED) ## Check with ruff (lint and format) and mypy --strict
 	$(VENV)/bin/mypy
 
 clean: ## Remove the venv, caches and trained models
-	rm -rf $(VENV) bench/.peers .pytest_cache .mypy_cache .ruff_cache .hypothesis .coverage htmlcov
+	rm -rf $(VENV) bench/.peers tests/.peers .pytest_cache .mypy_cache .ruff_cache .hypothesis .coverage htmlcov
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 	find models -mindepth 1 ! -name .gitkeep -delete
 
