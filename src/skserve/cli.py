@@ -28,7 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 def main(argv: Sequence[str] | None = None) -> int:
     """The console script: run the subcommand named first on the command line; its exit status."""
     arguments = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="skserve", description=__doc__)
+    parser = argparse.ArgumentParser(prog="skserve", description="Serve one scikit-learn model over HTTP.")
     subcommands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module, summary) in COMMANDS.items():
         subparser = subcommands.add_parser(name, help=summary, description=summary)

@@ -62,15 +62,14 @@ bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
 # gunicorn's own default); WEB_CONCURRENCY overrides it, as platforms expect.
 workers = int(os.environ.get("WEB_CONCURRENCY") or available_cpus())
 
-# OpenMP (HistGradientBoosting, forests' predict) and BLAS size their thread pools from the host's
-# CPUs and ignore cgroup quotas (scikit-learn#35017): N workers with that many threads each would
-# oversubscribe the CPUs. Each worker gets its share (SKSERVE_THREADS overrides it; an
-# OMP_NUM_THREADS or *BLAS_NUM_THREADS of one's own is kept). Set here, before the app imports
-# the libraries, because OpenMP reads it once, at load, for every thread: a limit set later with
-# threadpoolctl (post_fork) holds only in the thread that sets it, not in request threads.
+# OpenMP (HistGradientBoosting) and BLAS size their thread pools from the host's CPUs and
+# ignore cgroup quotas (scikit-learn#35017): N workers with that many threads each oversubscribe
+# the CPUs. Each worker gets its share instead; SKSERVE_THREADS overrides it (and replaces any
+# OMP_NUM_THREADS or *BLAS_NUM_THREADS given). Set here, before the app imports the libraries,
+# because OpenMP reads it once, at load, for every thread: a limit set later with threadpoolctl
+# (post_fork) holds only in the thread that sets it, not in the request threads.
 for _variable in THREAD_POOL_VARIABLES:
-    if not os.environ.get(_variable):
-        os.environ[_variable] = str(worker_threads(workers))
+    os.environ[_variable] = str(worker_threads(workers))
 
 # Threads let a worker parse the next requests while one is predicting, and keep slow clients
 # from blocking a whole worker.
