@@ -24,7 +24,6 @@ import run  # the benchmark's own server, load and checking functions
 MODEL = "hist_gradient_boosting"
 WORKERS = 2
 CONNECTIONS = 16
-ROWS = (1, run.BATCH_ROWS)
 SETTINGS = {"host-sized": str(os.cpu_count()), "worker share": ""}  # SKSERVE_THREADS
 METRICS = ("req_s", "p50_ms", "p99_ms", "cpu_ms_per_req")
 
@@ -47,7 +46,7 @@ def measure(config: run.Config, work: Path, failures: run.Failures) -> list[dict
         check=True,
         timeout=300,
     )
-    cases = {rows: run.write_cases(model_dir, rows, work) for rows in ROWS}
+    cases = {rows: run.write_cases(model_dir, rows, work) for rows in (1, run.BATCH_ROWS)}
     records = []
     for round_no in range(config.rounds):
         order = list(SETTINGS.items()) if round_no % 2 == 0 else list(SETTINGS.items())[::-1]
@@ -59,9 +58,9 @@ def measure(config: run.Config, work: Path, failures: run.Failures) -> list[dict
                     f"thread pools {name} warm-up", run.wrk(live.port, "/predict", cases[1].lua, 16, 1)
                 )
                 pids = run.process_tree(live.process.pid)
-                for rows in ROWS:
+                for rows, rows_cases in cases.items():
                     with run.CpuMeter(pids) as cpu:
-                        result = run.wrk(live.port, "/predict", cases[rows].lua, CONNECTIONS, config.duration)
+                        result = run.wrk(live.port, "/predict", rows_cases.lua, CONNECTIONS, config.duration)
                     failures.check(f"thread pools {name} {rows} rows", result)
                     metrics = run.load_metrics(result, rows) | cpu.metrics(result["requests"])
                     records.append({"round": round_no + 1, "setting": name, "rows": rows, "metrics": metrics})
@@ -79,7 +78,7 @@ def markdown(records: list[dict[str, Any]], config: run.Config) -> str:
         "| rows/request | pools | req/s | p50 ms | p99 ms | server CPU ms/req |",
         "|---|---|---|---|---|---|",
     ]
-    for rows in ROWS:
+    for rows in sorted({r["rows"] for r in records}):
         for name in SETTINGS:
             values = [
                 statistics.median(

@@ -113,6 +113,14 @@ def wait_ready(server: LiveServer, timeout: float = START_TIMEOUT_S) -> float:
     raise RuntimeError(f"server not ready after {timeout} s:\n{server.log()}")
 
 
+def exit_status(server: LiveServer, timeout: float = START_TIMEOUT_S) -> int:
+    """The exit status of a server that must stop by itself (it is stopped if it does not)."""
+    try:
+        return server.process.wait(timeout)
+    finally:
+        server.stop()
+
+
 @contextmanager
 def running(
     model_dir: Path,

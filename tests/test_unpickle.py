@@ -35,7 +35,7 @@ from skserve.artifact import CARD_FILE, MODEL_FILE, read_card, sha256_of
 from skserve.model import ArtifactError, LoadedModel
 from skserve.unpickle import ALLOWED, DENIED, TRUSTED_PACKAGES, UnsafePickle, _denied, load, trusted_global
 from tests.conftest import save_model
-from tests.live_server import spawn
+from tests.live_server import exit_status, spawn
 
 RNG = np.random.default_rng(0)
 X = RNG.normal(size=(60, 4))
@@ -273,12 +273,9 @@ def test_gunicorn_refuses_the_crafted_artifact_with_one_line_and_exit_1(
 ) -> None:
     directory, written, touched = crafted
     server = spawn(directory, tmp_path / "server.log")
-    try:
-        exit_status = server.process.wait(timeout=60)
-    finally:
-        server.stop()
+    status = exit_status(server)
     log = server.log()
-    assert exit_status == 1
+    assert status == 1
     assert f"refused to load {open.__module__}.open" in log
     assert "Traceback" not in log
     assert "Listening at" not in log
