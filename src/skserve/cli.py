@@ -18,8 +18,9 @@ class Command(Protocol):
     def run(self, args: argparse.Namespace) -> int: ...
 
 
-# Subcommand -> (its module, its one-line help). Only the module of the subcommand being run is
-# imported: `skserve serve` must import nothing before gunicorn reads skserve.gunicorn_config.
+# Subcommand -> (its module, its one-line help); a new subcommand is a module with the two
+# functions of Command and a line here. Only the module of the subcommand being run is imported:
+# `skserve serve` must import nothing before gunicorn reads skserve.gunicorn_config.
 COMMANDS: dict[str, tuple[str, str]] = {
     "serve": (__name__, "Serve the model in MODEL_DIR over HTTP with gunicorn"),
 }
@@ -62,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     """Become the gunicorn master with skserve's settings, in this process: signals reach gunicorn."""
     if args.model_dir is not None:
         os.environ["MODEL_DIR"] = args.model_dir
-    # Imported here: gunicorn reads skserve.gunicorn_config, which must come before prometheus_client.
+    # Imported here, where it is needed: the other subcommands have no use for gunicorn.
     from gunicorn.app.wsgiapp import WSGIApplication  # type: ignore[import-untyped]  # noqa: PLC0415
 
     # gunicorn reads its own command line from sys.argv.
