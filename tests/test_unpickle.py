@@ -34,7 +34,7 @@ from skserve import create_app
 from skserve.artifact import CARD_FILE, MODEL_FILE, read_card, sha256_of
 from skserve.model import ArtifactError, LoadedModel
 from skserve.unpickle import ALLOWED, DENIED, TRUSTED_PACKAGES, UnsafePickle, _denied, load, trusted_global
-from tests.conftest import save_model
+from tests.conftest import PENGUINS_CSV, save_model
 from tests.live_server import exit_status, spawn
 
 RNG = np.random.default_rng(0)
@@ -106,14 +106,25 @@ def answers(estimator: Any, rows: Any) -> Any:
     return estimator.predict_proba(rows) if hasattr(estimator, "predict_proba") else estimator.predict(rows)
 
 
-@pytest.mark.parametrize("compress", [0, 3])
+# Each data set training offers a kind of: numbers to classes, numbers to a number, and text
+# and missing values to classes and to a number (ColumnTransformer pipelines).
+DATA = {
+    "iris": train.load_bundled,
+    "diabetes": lambda: train.load_bundled("diabetes"),
+    "penguins-species": lambda: train.load_csv(PENGUINS_CSV, "species"),
+    "penguins-mass": lambda: train.load_csv(PENGUINS_CSV, "body_mass_g"),
+}
+
+
+@pytest.mark.parametrize("data", DATA)
 @pytest.mark.parametrize("model", train.MODELS)
-def test_loads_every_model_training_makes(model: str, compress: int, tmp_path: Path) -> None:
-    estimator, _ = train.train(train.load_bundled(), model, 0)
-    joblib.dump(estimator, tmp_path / MODEL_FILE, compress=compress)
+def test_loads_every_model_training_makes(model: str, data: str, tmp_path: Path) -> None:
+    dataset = DATA[data]()
+    estimator, _ = train.train(dataset, model, 0)
+    joblib.dump(estimator, tmp_path / MODEL_FILE, compress=3 if data == "iris" else 0)  # both formats
     loaded = load(tmp_path / MODEL_FILE)
     assert type(loaded) is type(estimator)
-    assert np.array_equal(answers(loaded, X), answers(estimator, X))
+    assert np.array_equal(answers(loaded, dataset.X), answers(estimator, dataset.X))
 
 
 @pytest.mark.parametrize(
