@@ -11,7 +11,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,8 +73,18 @@ def free_port() -> int:
         return port
 
 
-def spawn(model_dir: Path, log_path: Path, workers: int = 1, **env: str) -> LiveServer:
-    """Start gunicorn as `make serve` does, bound to 127.0.0.1, without waiting for it."""
+SERVE = (str(GUNICORN), "-c", "gunicorn.conf.py")  # what `make serve` runs
+
+
+def spawn(
+    model_dir: Path,
+    log_path: Path,
+    workers: int = 1,
+    command: Sequence[str] = SERVE,
+    cwd: Path = REPO,
+    **env: str,
+) -> LiveServer:
+    """Start gunicorn with `command` (as `make serve` does), bound to 127.0.0.1, without waiting for it."""
     port = free_port()
     environment = {
         **os.environ,
@@ -84,9 +94,7 @@ def spawn(model_dir: Path, log_path: Path, workers: int = 1, **env: str) -> Live
         **env,
     }
     with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [str(GUNICORN), "-c", "gunicorn.conf.py"], cwd=REPO, env=environment, stdout=log, stderr=log
-        )
+        process = subprocess.Popen(list(command), cwd=cwd, env=environment, stdout=log, stderr=log)
     return LiveServer(process, f"http://127.0.0.1:{port}", log_path)
 
 
@@ -105,10 +113,25 @@ def wait_ready(server: LiveServer, timeout: float = START_TIMEOUT_S) -> float:
     raise RuntimeError(f"server not ready after {timeout} s:\n{server.log()}")
 
 
+def exit_status(server: LiveServer, timeout: float = START_TIMEOUT_S) -> int:
+    """The exit status of a server that must stop by itself (it is stopped if it does not)."""
+    try:
+        return server.process.wait(timeout)
+    finally:
+        server.stop()
+
+
 @contextmanager
-def running(model_dir: Path, log_path: Path, workers: int = 1, **env: str) -> Iterator[LiveServer]:
+def running(
+    model_dir: Path,
+    log_path: Path,
+    workers: int = 1,
+    command: Sequence[str] = SERVE,
+    cwd: Path = REPO,
+    **env: str,
+) -> Iterator[LiveServer]:
     """A ready server for the duration of the block, stopped (by its own PID) afterwards."""
-    server = spawn(model_dir, log_path, workers, **env)
+    server = spawn(model_dir, log_path, workers, command, cwd, **env)
     try:
         wait_ready(server)
         yield server

@@ -15,7 +15,7 @@ import pytest
 
 from skserve.artifact import MODEL_FILE, read_card
 from skserve.features import features_from_card
-from tests.live_server import REPO, LiveServer, running, spawn
+from tests.live_server import REPO, LiveServer, exit_status, running, spawn
 from tests.typed_models import presented
 
 pytestmark = pytest.mark.e2e
@@ -112,12 +112,9 @@ def test_a_bad_artifact_stops_start_up_before_the_port_opens(
         with (model_dir / MODEL_FILE).open("ab") as stream:
             stream.write(b"\0")
     server = spawn(model_dir, tmp_path / "server.log")
-    try:
-        exit_status = server.process.wait(timeout=30)
-    finally:
-        server.stop()
+    status = exit_status(server)
     log = server.log()
-    assert exit_status != 0
+    assert status != 0
     assert message in log
     assert "Traceback" not in log
     assert "Listening at" not in log

@@ -16,6 +16,8 @@ DEFAULTS: dict[str, Any] = {
     "MAX_ROWS": 1000,
     "MAX_BODY_BYTES": 1024 * 1024,
     "ALLOW_VERSION_MISMATCH": False,
+    # Unpickle the artifact without skserve.unpickle's allowlist (custom transformers); runs its code.
+    "ALLOW_UNSAFE_PICKLE": False,
     "MODEL_NAME": None,  # None or empty: the name in the model card
     # Micro-batching of concurrent /predict requests (skserve.batching); BATCHING=false scores each alone.
     "BATCHING": True,
@@ -40,6 +42,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     model = LoadedModel.load(
         Path(app.config["MODEL_DIR"]),
         allow_version_mismatch=app.config["ALLOW_VERSION_MISMATCH"],
+        allow_unsafe_pickle=app.config["ALLOW_UNSAFE_PICKLE"],
     )
     if app.config["MODEL_NAME"]:
         # SKSERVE_MODEL_NAME serves the model under another name (/model, the V2 routes) without retraining.
