@@ -136,7 +136,7 @@ def _instances(model: LoadedModel, frame: Any) -> list[list[Any]]:
             # Numbers among text stay numbers; the text stays text, for validation to name.
             numbers = pd.to_numeric(column, errors="coerce")
             frame[feature.name] = numbers.astype(object).where(numbers.notna() | column.isna(), column)
-    values = frame.to_numpy(dtype=object)
+    values = frame.to_numpy(dtype=object, copy=True)
     values[pd.isna(values)] = None
     rows = values.tolist()
     return rows

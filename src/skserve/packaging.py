@@ -162,7 +162,7 @@ def presented(frame: Any, features: Sequence[Feature], input_kind: str) -> Any:
         return frame.astype({feature.name: feature.dtype for feature in features})
     if all(feature.kind == NUMBER for feature in features):
         return frame.to_numpy(dtype=np.float64)
-    values = frame.to_numpy(dtype=object)
+    values = frame.to_numpy(dtype=object, copy=True)
     values[pd.isna(values)] = None
     return values
 
