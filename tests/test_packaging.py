@@ -23,7 +23,7 @@ from skserve.artifact import CARD_FILE, MODEL_FILE, read_card
 from skserve.features import features_from_card
 from skserve.model import LoadedModel
 from skserve.packaging import PackagingError
-from tests.live_server import REPO
+from tests.live_server import REPO, running
 
 
 def customers(rows: int = 200, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
@@ -244,3 +244,46 @@ def test_importing_skserve_does_not_import_pandas_until_package_is_used() -> Non
         "skserve.package; assert 'pandas' in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, env={"PYTHONPATH": str(REPO / "src")})
+
+
+def json_rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """The rows as a client sends them: numbers, category strings, and null for a missing value."""
+    return [
+        {name: None if pd.isna(value) else value for name, value in row.items()}
+        for row in frame.astype(object).to_dict(orient="records")
+    ]
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("how", ["cli", "python"])
+@pytest.mark.parametrize("kind", ["array forest"])  # the DataFrame pipeline joins with typed serving
+def test_the_server_answers_exactly_what_the_estimator_answers_in_process(
+    tmp_path: Path, how: str, kind: str
+) -> None:
+    """Packaged from the CLI or from Python and served by real gunicorn, with rows the sample lacks."""
+    if kind == "dataframe pipeline":
+        estimator, sample = mixed_pipeline(), customers(20, seed=5)[0]
+        rows = customers(40, seed=9)[0]
+        rows.loc[3, "city"] = "rome"  # a city the encoder never saw: handle_unknown="ignore" takes it
+        body = json_rows(rows)
+    else:
+        estimator = array_forest()
+        sample = pd.DataFrame(np.zeros((2, 3)), columns=["a", "b", "c"])
+        rows = np.random.default_rng(3).normal(size=(40, 3))
+        body = rows.tolist()
+    model_dir = tmp_path / "models"
+    if how == "cli":
+        joblib.dump(estimator, tmp_path / "model.joblib")
+        sample.to_csv(tmp_path / "sample.csv", index=False)
+        done = package_cli(
+            tmp_path / "model.joblib", "--sample", tmp_path / "sample.csv", "--output", model_dir
+        )
+        assert done.returncode == 0, done.stderr
+    else:
+        skserve.package(estimator, sample, model_dir)
+    with running(model_dir, tmp_path / "server.log") as server:
+        response = server.request("POST", "/predict", {"instances": body})
+        assert response.status == 200, response.body
+        answer = response.json()
+    assert answer["predictions"] == estimator.predict(rows).tolist()
+    assert [list(p.values()) for p in answer["probabilities"]] == estimator.predict_proba(rows).tolist()
