@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import io
+import os
+import pty
 import subprocess
 import sys
 from pathlib import Path
@@ -194,3 +196,32 @@ def test_the_cli_refuses_a_missing_model(tmp_path: Path) -> None:
     done = score_cli(tmp_path / "in.csv", "--model-dir", tmp_path)
     assert done.returncode == 2
     assert done.stderr.startswith(f"skserve score: error: no model card at {tmp_path}/model.json")
+
+
+def test_the_cli_shows_progress_on_stderr_when_it_is_a_terminal(model_dir: Path, tmp_path: Path) -> None:
+    (tmp_path / "in.csv").write_bytes(csv_bytes(iris_rows(30)))
+    controller, terminal = pty.openpty()
+    with os.fdopen(controller, "rb", buffering=0) as screen:
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "skserve.bulk",
+                tmp_path / "in.csv",
+                "--model-dir",
+                model_dir,
+                "--chunk-rows",
+                "10",
+            ],
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=terminal,
+            check=False,
+            env={"PYTHONPATH": str(REPO / "src"), "PATH": ""},
+        )
+        os.close(terminal)
+        shown = screen.read(4096).decode()
+    assert done.returncode == 0
+    updates = shown.removesuffix("\r\n").split("\r")[1:]  # one per chunk, each redrawing the line
+    assert [update.split("% ")[1].strip() for update in updates] == ["10 rows", "20 rows", "30 rows"]
+    assert updates[-1].strip() == "[##############################] 100% 30 rows"
