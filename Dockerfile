@@ -39,11 +39,12 @@ RUN --mount=type=cache,target=/root/.cache/pip \
     pip uninstall --yes pip setuptools
 
 # Training options. TRAIN_DATA is a CSV path inside the build context (empty: the bundled iris
-# data) and TRAIN_TARGET its target column; the CSV stays in this stage.
-ARG TRAIN_MODEL=logistic_regression
+# data) and TRAIN_TARGET its target column; the CSV stays in this stage. TRAIN_TASK empty: inferred.
+ARG TRAIN_MODEL=linear
 ARG TRAIN_SEED=42
 ARG TRAIN_DATA=""
 ARG TRAIN_TARGET=""
+ARG TRAIN_TASK=""
 # Or a model fitted elsewhere, packaged instead of training (`skserve package`): MODEL_FILE is its
 # joblib file and SAMPLE a CSV of rows it accepts, both inside the build context (build-image.sh
 # stages them there), TARGET the sample's column of true values. The sample stays in this stage.
@@ -57,6 +58,7 @@ COPY train.py ${TRAIN_DATA} ${MODEL_FILE} ${SAMPLE} ./
 # so the runtime user can read it but not change it.
 RUN set -eu; \
     if [ -n "$TRAIN_DATA" ]; then set -- --data "$(basename "$TRAIN_DATA")" --target "$TRAIN_TARGET"; fi; \
+    if [ -n "$TRAIN_TASK" ]; then set -- "$@" --task "$TRAIN_TASK"; fi; \
     if [ -n "$MODEL_FILE" ]; then \
         set -- --sample "$(basename "$SAMPLE")"; \
         if [ -n "$TARGET" ]; then set -- "$@" --target "$TARGET"; fi; \

@@ -92,7 +92,9 @@ def write_input(model: str, rows: int, path: Path) -> None:
 def measure(argv: list[str]) -> dict[str, float]:
     """Wall seconds, CPU seconds and peak RSS (MiB) of one child process, from its own rusage."""
     started = time.perf_counter()
-    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        argv, stdout=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    )
     _, status, usage = os.wait4(process.pid, 0)
     wall = time.perf_counter() - started
     if os.waitstatus_to_exitcode(status) != 0:
