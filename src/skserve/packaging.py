@@ -24,7 +24,7 @@ from sklearn.metrics import accuracy_score, f1_score, mean_absolute_error, r2_sc
 from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted
 
-from skserve.artifact import write_artifact
+from skserve.artifact import CARD_FORMAT_VERSION, write_artifact
 from skserve.features import (
     ARRAY_INPUT,
     CATEGORY,
@@ -39,7 +39,6 @@ from skserve.features import (
     features_to_card,
 )
 
-CARD_FORMAT = 2
 DEFAULT_OUTPUT = Path("models")
 # A category value no encoder has seen: probing with it tells whether the estimator takes unknowns.
 UNKNOWN_PROBE = "\x00skserve-unknown-category"
@@ -134,7 +133,7 @@ def describe(estimator: Any, sample: Any, name: str | None = None) -> dict[str, 
     task = CLASSIFICATION if is_classifier(estimator) else REGRESSION
     final = estimator.steps[-1][1] if isinstance(estimator, Pipeline) else estimator
     card: dict[str, Any] = {
-        "format_version": CARD_FORMAT,
+        "format_version": CARD_FORMAT_VERSION,
         "name": name or _kebab(type(final).__name__),
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "task": task,
