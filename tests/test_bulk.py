@@ -15,10 +15,12 @@ import joblib
 import numpy as np
 import pytest
 
+import skserve
 from skserve.artifact import MODEL_FILE
 from skserve.bulk import Chunk, ScoringError, score_csv
 from skserve.model import LoadedModel
 from tests.live_server import REPO
+from tests.test_packaging import customers, mixed_pipeline
 
 HEADER = "sepal length (cm),sepal width (cm),petal length (cm),petal width (cm)"
 
@@ -225,3 +227,30 @@ def test_the_cli_shows_progress_on_stderr_when_it_is_a_terminal(model_dir: Path,
     updates = shown.removesuffix("\r\n").split("\r")[1:]  # one per chunk, each redrawing the line
     assert [update.split("% ")[1].strip() for update in updates] == ["10 rows", "20 rows", "30 rows"]
     assert updates[-1].strip() == "[##############################] 100% 30 rows"
+
+
+@pytest.fixture(scope="module")
+def mixed_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A packaged DataFrame pipeline: an int, a float with missing values, text categories."""
+    directory = tmp_path_factory.mktemp("mixed")
+    skserve.package(mixed_pipeline(handle_unknown="error"), customers(20)[0], directory)
+    return directory
+
+
+def test_a_dataframe_pipeline_scores_text_and_missing_values_as_in_process(mixed_dir: Path) -> None:
+    rows = customers(30, seed=8)[0]
+    data = rows.to_csv(index=False).encode()
+    output, chunks = score(LoadedModel.load(mixed_dir), data, chunk_rows=8)
+    assert [chunk.rows for chunk in chunks] == [8, 8, 8, 6]
+    estimator = joblib.load(mixed_dir / MODEL_FILE)
+    assert [row[0] for row in output[1:]] == estimator.predict(rows).tolist()
+    assert [[float(value) for value in row[1:]] for row in output[1:]] == estimator.predict_proba(
+        rows
+    ).tolist()
+
+
+def test_a_category_the_model_never_saw_is_a_bad_row(mixed_dir: Path) -> None:
+    rows = customers(5, seed=8)[0]
+    rows.loc[2, "city"] = "rome"
+    with pytest.raises(ScoringError, match=r"^line 4: feature 'city': "):
+        score(LoadedModel.load(mixed_dir), rows.to_csv(index=False).encode())

@@ -256,7 +256,7 @@ def json_rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
 
 @pytest.mark.e2e
 @pytest.mark.parametrize("how", ["cli", "python"])
-@pytest.mark.parametrize("kind", ["array forest"])  # the DataFrame pipeline joins with typed serving
+@pytest.mark.parametrize("kind", ["dataframe pipeline", "array forest"])
 def test_the_server_answers_exactly_what_the_estimator_answers_in_process(
     tmp_path: Path, how: str, kind: str
 ) -> None:

@@ -17,7 +17,7 @@ import pandas as pd
 
 from skserve.errors import InvalidInput
 from skserve.features import CATEGORY, NUMBER
-from skserve.model import ArtifactError, LoadedModel
+from skserve.model import ArtifactError, LoadedModel, Prediction
 from skserve.packaging import read_csv
 from skserve.schema import rows_of_values
 
@@ -101,7 +101,7 @@ def _score_chunk(
 ) -> Chunk:
     instances = _instances(model, frame)
     try:
-        rows = rows_of_values(instances, model.feature_names, len(instances))
+        rows = rows_of_values(instances, model.features, len(instances))
         bad: tuple[BadRow, ...] = ()
     except InvalidInput:
         # Rows checked one by one only in a chunk that has a bad one, to name each and its line.
@@ -112,13 +112,13 @@ def _score_chunk(
         good = [row for row, problem in zip(instances, verdicts, strict=True) if not problem]
         if not good:
             return Chunk(first_line, len(instances), bad)
-        rows = rows_of_values(good, model.feature_names, len(good))
+        rows = rows_of_values(good, model.features, len(good))
     try:
         prediction = model.predict(rows)
     except InvalidInput as error:
         last = first_line + len(instances) - 1
         raise ScoringError(f"lines {first_line}-{last}: {error.message}") from None
-    _write(model, prediction.labels, prediction.probabilities, sink, header=first_line == FIRST_DATA_LINE)
+    _write(model, prediction, sink, header=first_line == FIRST_DATA_LINE)
     return Chunk(first_line, len(instances), bad)
 
 
@@ -145,23 +145,25 @@ def _instances(model: LoadedModel, frame: Any) -> list[list[Any]]:
 def _problem(model: LoadedModel, row: list[Any]) -> str:
     """What validation says of one row (without its "row 0" prefix), or "" when it is valid."""
     try:
-        rows_of_values([row], model.feature_names, 1)
+        rows_of_values([row], model.features, 1)
     except InvalidInput as error:
         return error.message.removeprefix("row 0, ").removeprefix("row 0: ")
     return ""
 
 
-def _write(
-    model: LoadedModel, labels: list[Any], probabilities: np.ndarray, sink: IO[str], *, header: bool
-) -> None:
-    """Rows of the prediction and one probability per class; floats as repr, which reads back exactly.
-
-    The csv module formats the columns' Python floats in C: twice as fast as DataFrame.to_csv.
+def _write(model: LoadedModel, prediction: Prediction, sink: IO[str], *, header: bool) -> None:
+    """Rows of the prediction and, for a classifier, one probability per class; floats as repr,
+    which reads back exactly. The csv module formats Python floats in C: twice DataFrame.to_csv's speed.
     """
     writer = csv.writer(sink, lineterminator="\n")
+    if prediction.probabilities is None:
+        if header:
+            writer.writerow([PREDICTION_COLUMN])
+        writer.writerows(zip(prediction.labels))
+        return
     if header:
         writer.writerow([PREDICTION_COLUMN, *(f"probability_{name}" for name in model.class_names)])
-    writer.writerows(zip(labels, *probabilities.T.tolist(), strict=True))
+    writer.writerows(zip(prediction.labels, *prediction.probabilities.T.tolist(), strict=True))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
