@@ -33,7 +33,8 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 sys.path[:0] = [str(ROOT), str(ROOT / "src")]
 import train  # noqa: E402 (the repository's own modules, found through the paths above)
-from skserve.artifact import write_artifact  # noqa: E402
+from skserve.artifact import read_card, write_artifact  # noqa: E402
+from skserve.features import features_from_card  # noqa: E402
 from skserve.packaging import package  # noqa: E402
 
 SIZES = tuple(int(size) for size in os.environ.get("BENCH_BULK_ROWS", "250000,1000000").split(","))
@@ -67,7 +68,7 @@ def mixed_frame(rows: int, seed: int) -> pd.DataFrame:
 def models(into: Path) -> dict[str, tuple[Path, str]]:
     """The two benchmark models: train.py's iris pipeline, and a packaged DataFrame pipeline."""
     iris = into / "iris"
-    write_artifact(iris, *train.train(train.load_bundled(), "logistic_regression", 0))
+    write_artifact(iris, *train.train(train.load_bundled(), "linear", 0))
     frame = mixed_frame(5000, seed=0)
     churned = (frame["tenure"] < 24) ^ (frame["region"] == "west")
     columns = ColumnTransformer(
@@ -81,10 +82,11 @@ def models(into: Path) -> dict[str, tuple[Path, str]]:
     return {"iris pipeline": (iris, "array"), "mixed-type pipeline": (into / "mixed", "dataframe")}
 
 
-def write_input(model: str, rows: int, path: Path) -> None:
+def write_input(model: str, model_dir: Path, rows: int, path: Path) -> None:
     if model == "iris pipeline":
-        values = np.random.default_rng(rows).uniform(0, 8, size=(rows, 4)).round(1)
-        pd.DataFrame(values, columns=train.load_bundled().features).to_csv(path, index=False)
+        names = [feature.name for feature in features_from_card(read_card(model_dir))]
+        values = np.random.default_rng(rows).uniform(0, 8, size=(rows, len(names))).round(1)
+        pd.DataFrame(values, columns=names).to_csv(path, index=False)
     else:
         mixed_frame(rows, seed=rows).to_csv(path, index=False)
 
@@ -110,7 +112,7 @@ def run() -> int:
         for model, (model_dir, input_kind) in models(work).items():
             for rows in SIZES:
                 source = work / f"input-{rows}.csv"
-                write_input(model, rows, source)
+                write_input(model, model_dir, rows, source)
                 runs: dict[str, list[dict[str, float]]] = {"skserve score": [], "naive": []}
                 for round_no in range(ROUNDS):
                     print(f"bench bulk: {model}, {rows:,} rows, round {round_no + 1}/{ROUNDS}", flush=True)

@@ -58,7 +58,19 @@ def test_the_image_packages_the_model_and_keeps_the_sample_out(image: str) -> No
     assert config["Size"] <= MAX_IMAGE_BYTES, f"image is {config['Size'] / 1e6:.0f} MB"
     assert config["Config"]["Labels"]["skserve.model.name"] == "churn"
     found = docker(
-        "run", "--rm", "--network", "none", "--entrypoint", "find", image, "/", "-xdev", "-name", "*.csv"
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--user",
+        "0:0",
+        "--entrypoint",
+        "find",
+        image,
+        "/",
+        "-xdev",
+        "-name",
+        "sample.csv",
     )
     assert found.stdout.split() == []  # the sample stays in the build stage
     assert list(REPO.glob(".skserve-model-*")) == []  # build-image.sh removed its copy from the context
