@@ -61,6 +61,8 @@ clean: ## Remove the venv, caches and trained models
 # PIP_CERT (pip's own variable): when set, its CA bundle reaches pip in the build as a BuildKit
 #   secret, for TLS-intercepting proxies; it is never stored in a layer. `PIP_CERT=` turns it off.
 # TRAIN_MODEL, TRAIN_SEED, TRAIN_DATA (a CSV under data/), TRAIN_TARGET, TRAIN_TASK: training options.
+# MODEL_FILE (a fitted estimator saved with joblib.dump), SAMPLE (a CSV of rows it accepts) and
+#   optionally TARGET (the sample's column of true values): package that model instead of training.
 IMAGE ?= skserve:latest
 BASE_IMAGE ?= python:3.12-slim
 LOCAL_BASE ?= skserve-base:bookworm
@@ -71,12 +73,16 @@ TRAIN_SEED ?= 42
 TRAIN_DATA ?=
 TRAIN_TARGET ?=
 TRAIN_TASK ?=
+MODEL_FILE ?=
+SAMPLE ?=
+TARGET ?=
 
 .PHONY: docker-build docker-run docker-base docker-test docker-lint
 
-docker-build: ## Build the image IMAGE (default skserve:latest) on BASE_IMAGE; the model is trained inside
+docker-build: ## Build the image IMAGE on BASE_IMAGE; trains inside, or packages MODEL_FILE with SAMPLE [TARGET]
 	IMAGE='$(IMAGE)' BASE_IMAGE='$(BASE_IMAGE)' DOCKER_BUILD='$(DOCKER_BUILD)' PIP_CERT='$(PIP_CERT)' \
 	TRAIN_MODEL='$(TRAIN_MODEL)' TRAIN_SEED='$(TRAIN_SEED)' TRAIN_DATA='$(TRAIN_DATA)' TRAIN_TARGET='$(TRAIN_TARGET)' TRAIN_TASK='$(TRAIN_TASK)' \
+	MODEL_FILE='$(MODEL_FILE)' SAMPLE='$(SAMPLE)' TARGET='$(TARGET)' \
 	docker/build-image.sh $(DOCKER_BUILD_FLAGS)
 
 docker-run: docker-build ## Build if needed, then run IMAGE in the foreground on http://127.0.0.1:PORT (Ctrl-C stops)

@@ -4,6 +4,7 @@ Trains the two benchmark models with train.py into a temporary directory, then f
 and model starts each server pinned to core 0 (gunicorn, one worker), drives it with wrk pinned
 to core 1 through bench/predict.lua, and measures start-up, memory and the in-process ceiling.
 Writes bench/results/latest.{md,json} and plot.png; exits 1 if any response was wrong or failed.
+Then benchmarks bulk scoring (bench/bulk_score.py, bench/results/bulk.md).
 
 Environment: BENCH_DURATION (seconds per load, default 5), BENCH_ROUNDS (default 3),
 BENCH_PEERS (comma list of optional extra servers: naive_proba, floor, bare, mlflow),
@@ -35,8 +36,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import bulk_score  # bench/ is on sys.path when run.py runs as a script
 import joblib
-import mlflow_peer  # bench/ is on sys.path when run.py runs as a script
+import mlflow_peer
 import numpy as np
 import sklearn
 import thread_pools
@@ -1043,7 +1045,8 @@ def run(config: Config) -> int:
 
 def main() -> int:
     check_tools()
-    return run(Config.from_env())
+    status = run(Config.from_env())
+    return bulk_score.run() or status
 
 
 if __name__ == "__main__":
