@@ -7,6 +7,7 @@ import secrets
 
 from flask import Blueprint, Flask, Response, current_app, render_template
 
+from skserve import auth
 from skserve.api import json_response, loaded_model
 from skserve.openapi import build_document
 
@@ -35,8 +36,14 @@ def page() -> Response:
 @bp.get("/openapi.json")
 def openapi_document() -> Response:
     app = current_app
+    secured = {openapi_path(rule.rule) for rule in app.url_map.iter_rules() if auth.needs_key(rule.endpoint)}
     return json_response(
-        build_document(loaded_model(), max_rows=app.config["MAX_ROWS"], served_paths=served_paths(app))
+        build_document(
+            loaded_model(),
+            max_rows=app.config["MAX_ROWS"],
+            served_paths=served_paths(app),
+            secured_paths=secured,
+        )
     )
 
 
