@@ -11,8 +11,8 @@ from flask.testing import FlaskClient
 from openapi_spec_validator import validate
 
 from skserve import create_app
-from skserve.api import loaded_model
 from skserve.auth import ApiKeysError, read_keys
+from skserve.web import loaded_model
 from tests.live_server import running, spawn
 from tests.test_metrics import Delta
 from tests.test_openapi import response_validator

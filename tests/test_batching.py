@@ -20,10 +20,10 @@ from flask import Flask
 
 import train
 from skserve import create_app
-from skserve.api import BATCHER_EXTENSION
 from skserve.artifact import MODEL_FILE
 from skserve.batching import Batcher
 from skserve.model import LoadedModel
+from skserve.web import BATCHER_EXTENSION
 from tests.conftest import save_model
 from tests.live_server import spawn, wait_ready
 

@@ -17,11 +17,11 @@ from openapi_spec_validator import validate
 
 import train
 from skserve import create_app
-from skserve.api import loaded_model
 from skserve.artifact import write_artifact
-from skserve.docs import openapi_path
 from skserve.errors import InvalidInput, PayloadTooLarge
+from skserve.openapi import openapi_path
 from skserve.schema import rows_to_matrix
+from skserve.web import loaded_model
 
 FEATURES = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]
 CLASSES = ["setosa", "versicolor", "virginica"]

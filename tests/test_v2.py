@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 import train
-from skserve import create_app, v2
+from skserve import create_app, v2_protocol
 from skserve.artifact import read_card, write_artifact
 from tests.conftest import SECRET_FAILURE
 from tests.live_server import REPO
@@ -376,7 +376,7 @@ def test_inference_and_its_errors_are_counted_in_metrics(client: FlaskClient) ->
 
 def test_the_server_version_is_the_projects_version() -> None:
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    assert project["version"] == v2.SERVER_VERSION
+    assert project["version"] == v2_protocol.SERVER_VERSION
 
 
 def test_an_unexpected_failure_is_a_generic_500_in_the_v2_shape(failing_app: Flask) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 from flask import Flask
 
-from skserve import api, auth, docs, metrics, request_log, v2
+from skserve import api, auth, docs, metrics, openapi, request_log, v2, web
 from skserve.model import LoadedModel
 
 DEFAULTS: dict[str, Any] = {
@@ -47,14 +47,15 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     if app.config["MODEL_NAME"]:
         # SKSERVE_MODEL_NAME serves the model under another name (/model, the V2 routes) without retraining.
         model = model.renamed(str(app.config["MODEL_NAME"]))
-    app.extensions[api.MODEL_EXTENSION] = model
-    api.init_batching(app)
+    app.extensions[web.MODEL_EXTENSION] = model
+    web.init_batching(app)
     request_log.init_app(app, model.version)
     auth.init_app(app)  # after request_log: a refused request is still timed, counted and logged
     metrics.init_app(app, model)
     app.register_blueprint(api.bp)
     app.register_blueprint(docs.bp)
-    api.register_error_handlers(app)
+    app.register_blueprint(openapi.bp)
+    web.register_error_handlers(app)
     app.register_blueprint(v2.bp)
     v2.register_error_handlers(app)
     return app

@@ -141,6 +141,6 @@ def post_fork(server: Any, worker: Any) -> None:
 def worker_exit(server: Any, worker: Any) -> None:
     """A worker is stopping: answer the requests still queued for a batch (skserve.batching)."""
     # Imported here, not at the top: the app's modules are the app's to import, once it is loaded.
-    from skserve.api import close_batcher  # noqa: PLC0415
+    from skserve.web import close_batcher  # noqa: PLC0415
 
     close_batcher(worker.wsgi)

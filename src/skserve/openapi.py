@@ -1,19 +1,51 @@
-"""The OpenAPI 3.1 document of the HTTP API, with request and response schemas generated from the model."""
+"""GET /openapi.json: the OpenAPI 3.1 document of the HTTP API, with schemas generated from the model."""
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Collection
 from typing import Any
 
-from skserve import v2
+from flask import Blueprint, Flask, Response, current_app
+
+from skserve import auth
 from skserve.model import LoadedModel
+from skserve.v2_protocol import INPUT_DATATYPE, INPUT_NAME, OUTPUTS, UNSUPPORTED_INPUT_PARAMETERS, classes
+from skserve.web import json_response, loaded_model
+
+bp = Blueprint("openapi", __name__)
 
 OPENAPI_VERSION = "3.1.0"
 JSON = "application/json"
 # The largest finite float64: the server turns every value into one and refuses what overflows.
 FLOAT64_MAX = sys.float_info.max
 BEARER = "apiKey"  # the security scheme's name
+
+
+@bp.get("/openapi.json")
+def openapi_document() -> Response:
+    app = current_app
+    secured = {openapi_path(rule.rule) for rule in app.url_map.iter_rules() if auth.needs_key(rule.endpoint)}
+    return json_response(
+        build_document(
+            loaded_model(),
+            max_rows=app.config["MAX_ROWS"],
+            served_paths=served_paths(app),
+            secured_paths=secured,
+        )
+    )
+
+
+def served_paths(app: Flask) -> set[str]:
+    """The paths of the app's routes, in OpenAPI form."""
+    # Flask routes /static/ for a static folder the package does not have: every request there is a 404.
+    return {openapi_path(rule.rule) for rule in app.url_map.iter_rules() if rule.endpoint != "static"}
+
+
+def openapi_path(rule: str) -> str:
+    """A Flask rule in OpenAPI form: "/v2/models/<name>" becomes "/v2/models/{name}"."""
+    return re.sub(r"<(?:[^<>:]+:)?([^<>]+)>", r"{\1}", rule)
 
 
 def build_document(
@@ -194,9 +226,9 @@ def _number() -> dict[str, Any]:
 
 def _core_schemas(model: LoadedModel, max_rows: int) -> dict[str, Any]:
     features = model.feature_names
-    classes = v2.classes(model)
+    labels = classes(model)
     probability = {"type": "number", "minimum": 0, "maximum": 1}
-    keys = [str(label) for label in classes]
+    keys = [str(label) for label in labels]
     return {
         "PredictRequest": {
             "type": "object",
@@ -234,7 +266,7 @@ def _core_schemas(model: LoadedModel, max_rows: int) -> dict[str, Any]:
                 "predictions": {
                     "type": "array",
                     "description": "The most probable class of each row",
-                    "items": {"enum": classes},
+                    "items": {"enum": labels},
                 },
                 "probabilities": {
                     "type": "array",
@@ -283,7 +315,7 @@ def _v2_schemas(model: LoadedModel, max_rows: int) -> dict[str, Any]:
     number = _number()
     parameters = {"type": ["object", "null"], "description": "Accepted and ignored"}
     tensor_metadata = _object({"name": {"type": "string"}, "datatype": {"type": "string"}, "shape": _ints()})
-    requested_output = _object({"name": {"enum": list(v2.OUTPUTS)}}, optional={"parameters": parameters})
+    requested_output = _object({"name": {"enum": list(OUTPUTS)}}, optional={"parameters": parameters})
     return {
         "V2ServerMetadata": _object(
             {"name": {"type": "string"}, "version": {"type": "string"}, "extensions": _strings()}
@@ -323,7 +355,7 @@ def _v2_schemas(model: LoadedModel, max_rows: int) -> dict[str, Any]:
                             "minContains": 0,
                             "maxContains": 1,
                         }
-                        for output in v2.OUTPUTS
+                        for output in OUTPUTS
                     ],
                 },
             },
@@ -331,15 +363,15 @@ def _v2_schemas(model: LoadedModel, max_rows: int) -> dict[str, Any]:
         "V2InputTensor": {
             "type": "object",
             "description": (
-                f'The rows as one {v2.INPUT_DATATYPE} tensor of shape [n, {n_features}]: "data" holds '
+                f'The rows as one {INPUT_DATATYPE} tensor of shape [n, {n_features}]: "data" holds '
                 f"n * {n_features} numbers in row-major order, or n rows of {n_features} numbers (the "
                 "server refuses with 400 a tensor whose data does not fill its shape)"
             ),
             "required": ["name", "shape", "datatype", "data"],
             "additionalProperties": False,
             "properties": {
-                "name": {"const": v2.INPUT_NAME},
-                "datatype": {"const": v2.INPUT_DATATYPE},
+                "name": {"const": INPUT_NAME},
+                "datatype": {"const": INPUT_DATATYPE},
                 "shape": {
                     "type": "array",
                     "prefixItems": [
@@ -352,7 +384,7 @@ def _v2_schemas(model: LoadedModel, max_rows: int) -> dict[str, Any]:
                 "parameters": {
                     **parameters,
                     "description": "Accepted and ignored, except the binary and shared-memory extensions",
-                    "not": {"anyOf": [{"required": [name]} for name in v2.UNSUPPORTED_INPUT_PARAMETERS]},
+                    "not": {"anyOf": [{"required": [name]} for name in UNSUPPORTED_INPUT_PARAMETERS]},
                 },
                 "data": {
                     "oneOf": [
@@ -383,7 +415,7 @@ def _v2_schemas(model: LoadedModel, max_rows: int) -> dict[str, Any]:
                     "type": "array",
                     "items": _object(
                         {
-                            "name": {"enum": list(v2.OUTPUTS)},
+                            "name": {"enum": list(OUTPUTS)},
                             "datatype": {"type": "string"},
                             "shape": _ints(),
                             "data": {"type": "array"},
@@ -457,7 +489,11 @@ def _example(model: LoadedModel) -> dict[str, Any]:
 
 def _v2_example(model: LoadedModel) -> dict[str, Any]:
     n_features = len(model.feature_names)
-    tensor = {"name": v2.INPUT_NAME, "shape": [1, n_features], "datatype": v2.INPUT_DATATYPE}
+    tensor = {
+        "name": INPUT_NAME,
+        "shape": [1, n_features],
+        "datatype": INPUT_DATATYPE,
+    }
     return {"inputs": [{**tensor, "data": [1.0] * n_features}]}
 
 

@@ -10,30 +10,29 @@ from flask import Blueprint, Flask, Response, current_app, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from werkzeug.wrappers import Response as WerkzeugResponse
 
-from skserve import api, metrics
+from skserve import metrics, web
 from skserve.errors import APIError, InvalidInput, UnsupportedMediaType
 from skserve.model import LoadedModel, Prediction
 from skserve.schema import json_type, parse_json, rows_of_values, tensor_rows
+from skserve.v2_protocol import (
+    INPUT_DATATYPE,
+    INPUT_NAME,
+    OUTPUTS,
+    PLATFORM,
+    PREDICT,
+    PREDICT_PROBA,
+    SERVER_NAME,
+    SERVER_VERSION,
+    UNSUPPORTED_INPUT_PARAMETERS,
+    classes,
+    label_datatype,
+)
 
 bp = Blueprint("v2", __name__, url_prefix="/v2")
-
-SERVER_NAME = "skserve"
-SERVER_VERSION = "0.1.0"  # pyproject.toml's version (a test keeps the two in step)
-PLATFORM = "sklearn_joblib"  # the protocol names platforms "<project>_<format>"
-INPUT_NAME = "input-0"
-INPUT_DATATYPE = "FP64"
-PREDICT = "predict"
-PREDICT_PROBA = "predict_proba"
-OUTPUTS = (PREDICT, PREDICT_PROBA)
 
 REQUEST_KEYS = {"id", "parameters", "inputs", "outputs"}
 INPUT_KEYS = {"name", "shape", "datatype", "parameters", "data"}
 OUTPUT_KEYS = {"name", "parameters"}
-# Input parameters of protocol extensions this server does not implement: each means "data" is elsewhere.
-UNSUPPORTED_INPUT_PARAMETERS = {
-    "binary_data_size": "binary tensor data",
-    "shared_memory_region": "shared memory",
-}
 # The tensor extension's header: the body is a JSON header followed by raw tensor bytes.
 BINARY_HEADER = "Inference-Header-Content-Length"
 SEND_JSON = "send tensor data as JSON (tritonclient: set_data_from_numpy(..., binary_data=False))"
@@ -51,31 +50,31 @@ class InferenceRequest:
 @bp.get("")
 @bp.get("/")
 def server_metadata() -> Response:
-    return api.json_response({"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": []})
+    return web.json_response({"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": []})
 
 
 @bp.get("/health/live")
 def server_live() -> Response:
-    return api.json_response({"live": True})
+    return web.json_response({"live": True})
 
 
 @bp.get("/health/ready")
 def server_ready() -> Response:
     # The factory refuses to build an app without a verified model, so an app that answers is ready.
-    return api.json_response({"ready": True})
+    return web.json_response({"ready": True})
 
 
 @bp.get("/models/<name>")
 @bp.get("/models/<name>/versions/<version>")
 def model_metadata(name: str, version: str | None = None) -> Response:
-    return api.json_response(metadata(served_model(name, version)))
+    return web.json_response(metadata(served_model(name, version)))
 
 
 @bp.get("/models/<name>/ready")
 @bp.get("/models/<name>/versions/<version>/ready")
 def model_ready(name: str, version: str | None = None) -> Response:
     model = served_model(name, version)
-    return api.json_response({"name": model.name, "ready": True})
+    return web.json_response({"name": model.name, "ready": True})
 
 
 @bp.post("/models/<name>/infer")
@@ -84,18 +83,18 @@ def infer(name: str, version: str | None = None) -> Response:
     model = served_model(name, version)
     inference = parse_inference_request(read_inference_body(), len(model.feature_names))
     rows = rows_of_values(inference.rows, model.feature_names, current_app.config["MAX_ROWS"])
-    prediction = api.predict_rows(rows)  # the /predict view's path, micro-batching included
+    prediction = web.predict_rows(rows)  # the /predict view's path, micro-batching included
     metrics.observe_predictions(prediction.labels)
     body: dict[str, Any] = {"model_name": model.name, "model_version": model.version}
     if inference.id is not None:
         body["id"] = inference.id
     body["outputs"] = [encode_output(output, prediction, model) for output in inference.outputs]
-    return api.json_response(body)
+    return web.json_response(body)
 
 
 def served_model(name: str, version: str | None) -> LoadedModel:
     """The loaded model if the URL names it (and its version, when given); 404 otherwise."""
-    model = api.loaded_model()
+    model = web.loaded_model()
     if name != model.name:
         raise NotFound(f"unknown model {shorten(name)}; this server serves {model.name!r}")
     if version is not None and version != model.version:
@@ -129,7 +128,7 @@ def read_inference_body() -> Any:
         )
     if BINARY_HEADER in request.headers:
         raise UnsupportedMediaType(f"the binary tensor data extension is not supported; {SEND_JSON}")
-    return parse_json(api.read_body())
+    return parse_json(web.read_body())
 
 
 def parse_inference_request(payload: Any, n_features: int) -> InferenceRequest:
@@ -229,17 +228,6 @@ def encode_output(name: str, prediction: Prediction, model: LoadedModel) -> dict
     return {"name": PREDICT_PROBA, "datatype": "FP64", "shape": [n_rows, len(classes(model))], "data": data}
 
 
-def classes(model: LoadedModel) -> list[Any]:
-    """The class labels in the order of predict_proba's columns."""
-    labels: list[Any] = model.estimator.classes_.tolist()
-    return labels
-
-
-def label_datatype(labels: Iterable[Any]) -> str:
-    """INT64 when every class label is an integer, BYTES (labels as strings) otherwise."""
-    return "INT64" if all(type(label) is int for label in labels) else "BYTES"
-
-
 def shorten(text: str) -> str:
     """A client-supplied string, quoted and cut short, so a message never echoes a whole body."""
     return repr(text[:40] + "..." if len(text) > 40 else text)
@@ -255,9 +243,9 @@ def error_response(error: HTTPException | APIError) -> WerkzeugResponse:
     """The protocol's error shape, {"error": message}, with the status (and headers) the error carries."""
     if isinstance(error, APIError):
         metrics.observe_error(error.code)
-        return api.json_response({"error": error.message}, error.status)
-    metrics.observe_error(api.http_error_code(error))  # the code /predict's errors carry
-    return api.http_error_response(error, {"error": error.description or error.name})
+        return web.json_response({"error": error.message}, error.status)
+    metrics.observe_error(web.http_error_code(error))  # the code /predict's errors carry
+    return web.http_error_response(error, {"error": error.description or error.name})
 
 
 def handle_routing_error(error: HTTPException) -> WerkzeugResponse:
@@ -265,7 +253,7 @@ def handle_routing_error(error: HTTPException) -> WerkzeugResponse:
     see them (Flask's documented limit); under /v2 they get the protocol's shape too."""
     if request.path == bp.url_prefix or request.path.startswith(f"{bp.url_prefix}/"):
         return error_response(error)
-    return api.handle_http_exception(error)
+    return web.handle_http_exception(error)
 
 
 bp.register_error_handler(APIError, error_response)
@@ -273,6 +261,6 @@ bp.register_error_handler(HTTPException, error_response)
 
 
 def register_error_handlers(app: Flask) -> None:
-    """Call after api.register_error_handlers: these are more specific, so they win for 404 and 405."""
+    """Call after web.register_error_handlers: these are more specific, so they win for 404 and 405."""
     app.register_error_handler(NotFound, handle_routing_error)
     app.register_error_handler(MethodNotAllowed, handle_routing_error)
