@@ -13,7 +13,7 @@ from openapi_spec_validator import validate
 from skserve import create_app
 from skserve.auth import ApiKeysError, read_keys
 from skserve.web import loaded_model
-from tests.live_server import running, spawn
+from tests.live_server import failed_start, running
 from tests.test_metrics import Delta
 from tests.test_openapi import response_validator
 from tests.test_request_log import JsonLog, json_log  # noqa: F401 (the fixture, used by name)
@@ -272,13 +272,10 @@ def test_live_keys_from_the_environment_guard_predict_and_stay_out_of_the_log(
 
 @pytest.mark.e2e
 def test_live_a_missing_keys_file_stops_start_up_with_one_line(model_dir: Path, tmp_path: Path) -> None:
-    server = spawn(model_dir, tmp_path / "server.log", SKSERVE_API_KEYS_FILE=str(tmp_path / "absent"))
-    try:
-        exit_status = server.process.wait(timeout=30)
-    finally:
-        server.stop()
-    log = server.log()
-    assert exit_status != 0
+    exit_status, log = failed_start(
+        model_dir, tmp_path / "server.log", SKSERVE_API_KEYS_FILE=str(tmp_path / "absent")
+    )
+    assert exit_status == 1
     assert f"cannot read the API keys file {tmp_path / 'absent'}: No such file or directory" in log
     assert "Traceback" not in log
     assert "Listening at" not in log

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from skserve.artifact import MODEL_FILE, read_card
-from tests.live_server import REPO, LiveServer, running, spawn
+from tests.live_server import REPO, LiveServer, failed_start, running
 
 pytestmark = pytest.mark.e2e
 
@@ -109,12 +109,7 @@ def test_a_bad_artifact_stops_start_up_before_the_port_opens(
             (model_dir / path.name).write_bytes(path.read_bytes())
         with (model_dir / MODEL_FILE).open("ab") as stream:
             stream.write(b"\0")
-    server = spawn(model_dir, tmp_path / "server.log")
-    try:
-        exit_status = server.process.wait(timeout=30)
-    finally:
-        server.stop()
-    log = server.log()
+    exit_status, log = failed_start(model_dir, tmp_path / "server.log")
     assert exit_status != 0
     assert message in log
     assert "Traceback" not in log
