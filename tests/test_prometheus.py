@@ -123,8 +123,9 @@ def scraped_name() -> str:
 
 
 @pytest.fixture(scope="module")
-def images(base_image: str) -> tuple[str, str]:  # noqa: F811 (the imported fixture)
-    """skserve's image (`make docker-build`, layers cached) and Prometheus's, both on the local base."""
+def images(base_image: str) -> Iterator[tuple[str, str]]:  # noqa: F811 (the imported fixture)
+    """skserve's image (`make docker-build`, layers cached) and Prometheus's, both on the local base;
+    removed afterwards (their layers stay in the build cache)."""
     skserve, prometheus = "ops-skserve:test", "ops-prometheus:test"
     make("docker-build", f"IMAGE={skserve}", f"BASE_IMAGE={base_image}")
     built = subprocess.run(
@@ -136,8 +137,11 @@ def images(base_image: str) -> tuple[str, str]:  # noqa: F811 (the imported fixt
         timeout=900,
         check=False,
     )
-    assert built.returncode == 0, built.stderr[-5000:]
-    return skserve, prometheus
+    try:
+        assert built.returncode == 0, built.stderr[-5000:]
+        yield skserve, prometheus
+    finally:
+        docker("image", "rm", skserve, prometheus, check=False)
 
 
 class Replicas:
