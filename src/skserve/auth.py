@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from flask import Flask, current_app, request
@@ -23,6 +24,12 @@ ASK_FOR_KEY = "send the header Authorization: Bearer <key>"
 
 class ApiKeysError(RuntimeError):
     """The API keys file cannot be used; the server does not start (like ArtifactError)."""
+
+
+@dataclass(frozen=True)
+class ApiKeys:
+    digests: frozenset[bytes]  # of the keys (read_keys)
+    endpoints: frozenset[str]  # the views that ask for one
 
 
 def read_keys(path: Path) -> frozenset[bytes]:
@@ -54,13 +61,13 @@ def read_keys(path: Path) -> frozenset[bytes]:
 def init_app(app: Flask) -> None:
     """With API_KEYS_FILE set, ask every guarded request (and /metrics if PROTECT_METRICS) for a key.
 
-    The file is read once, here: a change takes a restart (or gunicorn's SIGHUP reload).
+    The file is read once, here: new keys take a restart.
     """
     path = app.config["API_KEYS_FILE"]
     if not path:
         return
-    guarded = GUARDED_ENDPOINTS | ({METRICS_ENDPOINT} if app.config["PROTECT_METRICS"] else frozenset())
-    app.extensions[EXTENSION] = (read_keys(Path(path)), guarded)
+    endpoints = GUARDED_ENDPOINTS | ({METRICS_ENDPOINT} if app.config["PROTECT_METRICS"] else frozenset())
+    app.extensions[EXTENSION] = ApiKeys(read_keys(Path(path)), endpoints)
 
     def require_key() -> None:
         if needs_key(request.endpoint):
@@ -71,8 +78,8 @@ def init_app(app: Flask) -> None:
 
 def needs_key(endpoint: str | None) -> bool:
     """Whether the current app asks for an API key on `endpoint` (a view's name, e.g. "api.predict")."""
-    configured: tuple[frozenset[bytes], frozenset[str]] | None = current_app.extensions.get(EXTENSION)
-    return configured is not None and endpoint in configured[1]
+    keys: ApiKeys | None = current_app.extensions.get(EXTENSION)
+    return keys is not None and endpoint in keys.endpoints
 
 
 def check_authorization(header: str | None) -> None:
@@ -90,7 +97,7 @@ def check_authorization(header: str | None) -> None:
     digest = _digest(token.strip().encode("latin-1", "replace"))  # WSGI headers are latin-1
     matched = False
     # Every key is compared, so the time taken says nothing of which one matched, or how far.
-    for key in current_app.extensions[EXTENSION][0]:
+    for key in current_app.extensions[EXTENSION].digests:
         matched |= hmac.compare_digest(digest, key)
     if not matched:
         raise _unauthorized("the API key is not valid", error="invalid_token")
