@@ -16,6 +16,7 @@ from skserve.web import loaded_model
 from tests.live_server import failed_start, running
 from tests.test_metrics import Delta
 from tests.test_openapi import response_validator
+from tests.test_openapi_conformance import schemathesis
 from tests.test_request_log import JsonLog, json_log  # noqa: F401 (the fixture, used by name)
 
 KEY = "k3y-Of_the.first~client+/="
@@ -279,3 +280,15 @@ def test_live_a_missing_keys_file_stops_start_up_with_one_line(model_dir: Path, 
     assert f"cannot read the API keys file {tmp_path / 'absent'}: No such file or directory" in log
     assert "Traceback" not in log
     assert "Listening at" not in log
+
+
+@pytest.mark.e2e
+def test_live_schemathesis_finds_no_issue_with_a_key_against_the_secured_document(
+    model_dir: Path, keys_file: Path, tmp_path: Path
+) -> None:
+    """The document with its security scheme, fuzzed by a client that sends a key (as users' must)."""
+    env = {"SKSERVE_API_KEYS_FILE": str(keys_file), "SKSERVE_MAX_ROWS": "20"}
+    with running(model_dir, tmp_path / "server.log", **env) as server:
+        document = server.request("GET", "/openapi.json").json()
+        assert "securitySchemes" in document["components"]
+        schemathesis(server.url, tmp_path, "--header", f"Authorization: Bearer {KEY}")
