@@ -39,11 +39,12 @@ RUN --mount=type=cache,target=/root/.cache/pip \
     pip uninstall --yes pip setuptools
 
 # Training options. TRAIN_DATA is a CSV path inside the build context (empty: the bundled iris
-# data) and TRAIN_TARGET its target column; the CSV stays in this stage.
-ARG TRAIN_MODEL=logistic_regression
+# data) and TRAIN_TARGET its target column; the CSV stays in this stage. TRAIN_TASK empty: inferred.
+ARG TRAIN_MODEL=linear
 ARG TRAIN_SEED=42
 ARG TRAIN_DATA=""
 ARG TRAIN_TARGET=""
+ARG TRAIN_TASK=""
 
 COPY src/ src/
 COPY train.py ${TRAIN_DATA} ./
@@ -51,6 +52,7 @@ COPY train.py ${TRAIN_DATA} ./
 # so the runtime user can read it but not change it.
 RUN set -eu; \
     if [ -n "$TRAIN_DATA" ]; then set -- --data "$(basename "$TRAIN_DATA")" --target "$TRAIN_TARGET"; fi; \
+    if [ -n "$TRAIN_TASK" ]; then set -- "$@" --task "$TRAIN_TASK"; fi; \
     python train.py --model "$TRAIN_MODEL" --seed "$TRAIN_SEED" --output models "$@"; \
     chmod 0644 models/*; \
     python -m compileall -q src

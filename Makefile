@@ -20,7 +20,7 @@ $(INSTALLED): requirements.txt requirements-dev.txt
 
 install: $(INSTALLED) ## Create .venv with the pinned runtime and development packages
 
-train: $(INSTALLED) ## Train on the bundled iris data into MODEL_DIR (options: ARGS="--model random_forest")
+train: $(INSTALLED) ## Train on the bundled iris data into MODEL_DIR (options: ARGS="--data diabetes --model random_forest")
 	$(PYTHON) train.py --output $(MODEL_DIR) $(ARGS)
 
 serve: $(INSTALLED) ## Serve the model in MODEL_DIR with gunicorn on PORT (default 8000)
@@ -51,22 +51,23 @@ clean: ## Remove the venv, caches and trained models
 #   when the buildx plugin is installed, else a docker client older than 23 (built-in BuildKit).
 # PIP_CERT (pip's own variable): when set, its CA bundle reaches pip in the build as a BuildKit
 #   secret, for TLS-intercepting proxies; it is never stored in a layer. `PIP_CERT=` turns it off.
-# TRAIN_MODEL, TRAIN_SEED, TRAIN_DATA (a CSV under data/), TRAIN_TARGET: training options.
+# TRAIN_MODEL, TRAIN_SEED, TRAIN_DATA (a CSV under data/), TRAIN_TARGET, TRAIN_TASK: training options.
 IMAGE ?= skserve:latest
 BASE_IMAGE ?= python:3.12-slim
 LOCAL_BASE ?= skserve-base:bookworm
 DOCKER_BUILD ?=
 DOCKER_BUILD_FLAGS ?=
-TRAIN_MODEL ?= logistic_regression
+TRAIN_MODEL ?= linear
 TRAIN_SEED ?= 42
 TRAIN_DATA ?=
 TRAIN_TARGET ?=
+TRAIN_TASK ?=
 
 .PHONY: docker-build docker-run docker-base docker-test docker-lint
 
 docker-build: ## Build the image IMAGE (default skserve:latest) on BASE_IMAGE; the model is trained inside
 	IMAGE='$(IMAGE)' BASE_IMAGE='$(BASE_IMAGE)' DOCKER_BUILD='$(DOCKER_BUILD)' PIP_CERT='$(PIP_CERT)' \
-	TRAIN_MODEL='$(TRAIN_MODEL)' TRAIN_SEED='$(TRAIN_SEED)' TRAIN_DATA='$(TRAIN_DATA)' TRAIN_TARGET='$(TRAIN_TARGET)' \
+	TRAIN_MODEL='$(TRAIN_MODEL)' TRAIN_SEED='$(TRAIN_SEED)' TRAIN_DATA='$(TRAIN_DATA)' TRAIN_TARGET='$(TRAIN_TARGET)' TRAIN_TASK='$(TRAIN_TASK)' \
 	docker/build-image.sh $(DOCKER_BUILD_FLAGS)
 
 docker-run: docker-build ## Build if needed, then run IMAGE in the foreground on http://127.0.0.1:PORT (Ctrl-C stops)

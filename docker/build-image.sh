@@ -6,7 +6,7 @@
 # Environment (the Makefile's variables of the same names):
 #   IMAGE          tag to build (default skserve:latest)
 #   BASE_IMAGE     base of both stages (default: the Dockerfile's, python:3.12-slim)
-#   TRAIN_MODEL, TRAIN_SEED, TRAIN_DATA, TRAIN_TARGET   training options (see Dockerfile)
+#   TRAIN_MODEL, TRAIN_SEED, TRAIN_DATA, TRAIN_TARGET, TRAIN_TASK   training options (see Dockerfile)
 #   PIP_CERT       pip's CA bundle; when set, passed to the build as the BuildKit secret `pip-ca`
 #                  so pip trusts a TLS-intercepting proxy (never stored in a layer). Empty: none.
 #   DOCKER_BUILD   build command; empty picks one that has BuildKit (needed for RUN --mount):
@@ -41,7 +41,7 @@ read -r -a build <<<"${DOCKER_BUILD:-$(buildkit_command)}"
 
 args=(--tag "$image")
 [ -n "${BASE_IMAGE:-}" ] && args+=(--build-arg "BASE_IMAGE=$BASE_IMAGE")
-for name in TRAIN_MODEL TRAIN_SEED TRAIN_DATA TRAIN_TARGET; do
+for name in TRAIN_MODEL TRAIN_SEED TRAIN_DATA TRAIN_TARGET TRAIN_TASK; do
     [ -n "${!name:-}" ] && args+=(--build-arg "$name=${!name}")
 done
 if [ -n "${PIP_CERT:-}" ]; then

@@ -1,7 +1,8 @@
-"""Fixtures: a tiny real model trained and saved with train.py's own code, and apps around it."""
+"""Fixtures: tiny real models trained and saved with train.py's own code, and apps around it."""
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -15,11 +16,50 @@ from skserve.artifact import write_artifact
 from skserve.model import LoadedModel
 
 
-def save_model(directory: Path, model: str = "logistic_regression", seed: int = 0) -> Path:
-    """Train on iris with train.py's functions and write the artifact pair into `directory`."""
-    estimator, card = train.train(train.load_bundled(), model, seed)
+def _penguins_csv() -> Path:
+    """The Palmer penguins CSV the palmerpenguins package ships (found without importing it)."""
+    spec = importlib.util.find_spec("palmerpenguins")
+    assert spec is not None, "palmerpenguins is not installed (make install)"
+    assert spec.origin is not None
+    return Path(spec.origin).parent / "data" / "penguins.csv"
+
+
+# 344 rows; text columns island and sex; NA in five columns (and in two rows of body_mass_g).
+PENGUINS_CSV = _penguins_csv()
+
+
+def save_model(
+    directory: Path,
+    model: str = "logistic_regression",
+    seed: int = 0,
+    data: train.Dataset | None = None,
+    task: str | None = None,
+) -> Path:
+    """Train with train.py's functions (on iris unless `data` is given); write the pair into `directory`."""
+    estimator, card = train.train(data or train.load_bundled(), model, seed, task=task)
     write_artifact(directory, estimator, card)
     return directory
+
+
+@pytest.fixture(scope="session")
+def mixed_classifier_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Penguin species from number and text features with missing values (a linear pipeline)."""
+    return save_model(
+        tmp_path_factory.mktemp("mixed"), "linear", data=train.load_csv(PENGUINS_CSV, "species")
+    )
+
+
+@pytest.fixture(scope="session")
+def regressor_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Disease progression from the bundled diabetes data: complete numbers, a regression target."""
+    return save_model(tmp_path_factory.mktemp("regressor"), "linear", data=train.load_bundled("diabetes"))
+
+
+@pytest.fixture(scope="session")
+def mixed_regressor_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Penguin body mass from number and text features with missing values (a linear pipeline)."""
+    data = train.load_csv(PENGUINS_CSV, "body_mass_g")
+    return save_model(tmp_path_factory.mktemp("mixed-regressor"), "linear", data=data)
 
 
 @pytest.fixture(scope="session")

@@ -45,7 +45,7 @@ def test_exposes_the_card_as_source_of_truth(model_dir: Path) -> None:
     loaded = LoadedModel.load(model_dir)
     card = read_card(model_dir)
     assert loaded.version == card["version"]
-    assert loaded.feature_names == card["features"]
+    assert loaded.feature_names == [feature["name"] for feature in card["features"]]
     assert loaded.classes == ["setosa", "versicolor", "virginica"]
 
 

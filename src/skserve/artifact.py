@@ -13,7 +13,7 @@ import joblib
 
 MODEL_FILE = "model.joblib"
 CARD_FILE = "model.json"
-CARD_FORMAT_VERSION = 1
+CARD_FORMAT_VERSION = 2
 
 
 def sha256_of(path: Path) -> str:

@@ -290,7 +290,26 @@ def _core_schemas(model: LoadedModel, max_rows: int) -> dict[str, Any]:
                 "name": {"type": "string"},
                 "version": {"type": "string"},
                 "sha256": {"type": "string"},
-                "features": {"type": "array", "items": {"type": "string"}},
+                "features": {
+                    "type": "array",
+                    # Card format 2 describes each feature; format 1 (still served) names them.
+                    "items": {
+                        "anyOf": [
+                            {
+                                "type": "object",
+                                "required": ["name", "kind", "nullable"],
+                                "properties": {
+                                    "name": {"type": "string"},
+                                    "kind": {"enum": ["number", "category"]},
+                                    "nullable": {"type": "boolean"},
+                                    "categories": {"type": "array"},
+                                    "accepts_unknown": {"type": "boolean"},
+                                },
+                            },
+                            {"type": "string"},
+                        ]
+                    },
+                },
                 "classes": {"type": "array"},
                 "metrics": {"type": "object"},
                 "versions": {"type": "object", "additionalProperties": {"type": "string"}},
