@@ -88,5 +88,5 @@ def failing_app(model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Flask:
     def explode(self: LoadedModel, rows: np.ndarray) -> None:
         raise RuntimeError(SECRET_FAILURE)
 
-    monkeypatch.setattr(LoadedModel, "probabilities", explode)  # before the app's batcher takes it
+    monkeypatch.setattr(LoadedModel, "outputs", explode)  # before the app's batcher takes it
     return create_app({"TESTING": True, "PROPAGATE_EXCEPTIONS": False, "MODEL_DIR": str(model_dir)})

@@ -13,11 +13,15 @@ import orjson
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from skserve import create_app
 from skserve.api import probability_objects
 from skserve.artifact import MODEL_FILE, read_card
+from skserve.features import CLASSIFICATION, REGRESSION
 from tests.conftest import SECRET_FAILURE
+from tests.typed_models import NAMES, save_mixed_model
 
 ROWS = [[5.1, 3.5, 1.4, 0.2], [6.2, 2.9, 4.3, 1.3], [7.7, 3.0, 6.1, 2.3]]
 FEATURES = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]
@@ -181,3 +185,100 @@ def test_the_app_is_built_from_environment_settings(model_dir: Path, monkeypatch
     assert app.config["MODEL_DIR"] == str(model_dir)
     response = post(app.test_client(), {"instances": ROWS[:2]})
     assert_error(response, 413, "payload_too_large", "at most 1 rows")
+
+
+@pytest.fixture(scope="module")
+def mixed_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_mixed_model(tmp_path_factory.mktemp("mixed"), CLASSIFICATION)
+
+
+@pytest.fixture(scope="module")
+def regression_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_mixed_model(tmp_path_factory.mktemp("regression"), REGRESSION)
+
+
+def client_for(model_dir: Path) -> FlaskClient:
+    return create_app({"TESTING": True, "MODEL_DIR": str(model_dir)}).test_client()
+
+
+# Rows of the mixed model (typed_models.FEATURES), as a client sends them and as training presented them.
+TYPED_ROWS: list[Any] = [
+    [1.5, "red", 2, 3.0],
+    {"width": 7, "grade": 3.0, "colour": None, "length": None},
+    [9, "blue", 1, -1],
+]
+
+
+def presented(rows: list[Any]) -> np.ndarray:
+    matrix = np.empty((len(rows), len(NAMES)), dtype=object)
+    for index, row in enumerate(rows):
+        values = [row[name] for name in NAMES] if isinstance(row, dict) else row
+        length, colour, grade, width = values
+        matrix[index, :2] = [
+            np.nan if length is None else float(length),
+            np.nan if colour is None else colour,
+        ]
+        matrix[index, 2:] = [int(grade), float(width)]
+    return matrix
+
+
+def test_typed_rows_get_the_saved_pipelines_own_answers(mixed_dir: Path) -> None:
+    body = post(client_for(mixed_dir), {"instances": TYPED_ROWS}).get_json()
+    pipeline = joblib.load(mixed_dir / MODEL_FILE)
+    rows = presented(TYPED_ROWS)
+    assert body["predictions"] == pipeline.predict(rows).tolist()
+    assert [list(p.values()) for p in body["probabilities"]] == pipeline.predict_proba(rows).tolist()
+    assert [list(p) for p in body["probabilities"]] == [pipeline.classes_.tolist()] * len(TYPED_ROWS)
+
+
+def test_a_regressor_answers_numbers_without_probabilities(regression_dir: Path) -> None:
+    response = post(client_for(regression_dir), {"instances": TYPED_ROWS})
+    assert response.status_code == 200
+    body = response.get_json()
+    assert list(body) == ["predictions", "model_version"]
+    expected = joblib.load(regression_dir / MODEL_FILE).predict(presented(TYPED_ROWS))
+    assert body["predictions"] == expected.tolist()
+    assert body["model_version"] == read_card(regression_dir)["version"]
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        (["1.5", "red", 2, 3], "row 1, feature 'length': expected a number or null, got a string"),
+        ([1, 7, 2, 3], "row 1, feature 'colour': expected a category as text or null, got a number"),
+        ([1, True, 2, 3], "row 1, feature 'colour': expected a category as text or null, got a boolean"),
+        ([1, "red", 2, None], "row 1, feature 'width': expected a number, got null"),
+        ([1, "red", None, 3], "row 1, feature 'grade': expected a category as a number, got null"),
+        (
+            [1, "purple", 2, 3],
+            "row 1, feature 'colour': expected one of its categories ['blue', 'green', 'red'], got 'purple'",
+        ),
+        ([1, "red", 5, 3], "row 1, feature 'grade': expected one of its categories [1, 2, 3], got 5"),
+    ],
+)
+@pytest.mark.parametrize("task", [CLASSIFICATION, REGRESSION])
+def test_each_wrong_typed_value_is_a_400_naming_row_feature_expected_and_got(
+    mixed_dir: Path, regression_dir: Path, task: str, row: list[Any], message: str
+) -> None:
+    client = client_for(mixed_dir if task == CLASSIFICATION else regression_dir)
+    response = post(client, {"instances": [TYPED_ROWS[0], row]})
+    assert_error(response, 400, "invalid_input")
+    assert response.get_json()["error"]["message"] == message
+
+
+typed_value = (
+    st.none() | st.floats(-1e6, 1e6),
+    st.none() | st.sampled_from(["blue", "green", "red"]),
+    st.sampled_from([1, 2, 3]),
+    st.floats(-1e6, 1e6) | st.integers(-(10**6), 10**6),
+)
+
+
+@settings(max_examples=25, derandomize=True, deadline=None)
+@given(rows=st.lists(st.tuples(*typed_value).map(list), min_size=1, max_size=20))
+def test_any_valid_typed_rows_get_the_pipelines_own_answers(mixed_dir: Path, rows: list[Any]) -> None:
+    body = post(client_for(mixed_dir), {"instances": rows}).get_json()
+    pipeline = joblib.load(mixed_dir / MODEL_FILE)
+    matrix = presented(rows)
+    assert body["predictions"] == pipeline.predict(matrix).tolist()
+    assert [list(p.values()) for p in body["probabilities"]] == pipeline.predict_proba(matrix).tolist()

@@ -84,7 +84,7 @@ def model(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
 
 
 def test_concurrent_requests_each_get_exactly_the_answer_for_their_own_rows(model: LoadedModel) -> None:
-    gate = Gate(model.probabilities)
+    gate = Gate(model.outputs)
     batch_rows: list[int] = []
     batcher = Batcher(gate, max_rows=1000, max_wait_s=0.001, on_batch=batch_rows.append)
     requests = distinct_requests(60)
@@ -93,7 +93,7 @@ def test_concurrent_requests_each_get_exactly_the_answer_for_their_own_rows(mode
     answers = [future.result(DEADLINE_S) for future in futures]
     assert batch_rows[-1] == sum(len(rows) for rows in requests)  # all 60 shared one call
     for rows, answer in zip(requests, answers, strict=True):
-        alone = model.probabilities(rows)
+        alone = model.outputs(rows)
         assert answer.tobytes() == alone.tobytes()  # every bit, not approximately
         assert model.prediction_from(answer).labels == model.estimator.predict(rows).tolist()
     batcher.close()
@@ -104,18 +104,18 @@ def test_a_row_scored_alone_gets_the_bits_it_gets_inside_any_batch(model: Loaded
     last bits for linear models, and a request's answer must not depend on its neighbours."""
     rows = np.random.default_rng(3).uniform(0, 8, size=(200, 4))
     together = model.estimator.predict_proba(rows)
-    alone = np.vstack([model.probabilities(rows[i : i + 1]) for i in range(len(rows))])
+    alone = np.vstack([model.outputs(rows[i : i + 1]) for i in range(len(rows))])
     assert alone.tobytes() == together.tobytes()
 
 
 def test_many_threads_under_real_contention_all_get_their_own_answers(model: LoadedModel) -> None:
     batch_rows: list[int] = []
-    batcher = Batcher(model.probabilities, max_rows=64, max_wait_s=0.002, on_batch=batch_rows.append)
+    batcher = Batcher(model.outputs, max_rows=64, max_wait_s=0.002, on_batch=batch_rows.append)
     requests = distinct_requests(120, seed=1)
     with ThreadPoolExecutor(max_workers=16) as pool:
         answers = list(pool.map(batcher.submit, requests, timeout=DEADLINE_S))
     for rows, answer in zip(requests, answers, strict=True):
-        assert answer.tobytes() == model.probabilities(rows).tobytes()
+        assert answer.tobytes() == model.outputs(rows).tobytes()
     assert sum(batch_rows) == sum(len(rows) for rows in requests)
     assert max(batch_rows) <= 64
     batcher.close()
@@ -133,7 +133,7 @@ def poisoned(score: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray]
 
 
 def test_a_request_the_model_fails_on_fails_alone_and_its_neighbours_succeed(model: LoadedModel) -> None:
-    gate = Gate(poisoned(model.probabilities))
+    gate = Gate(poisoned(model.outputs))
     batcher = Batcher(gate, max_rows=1000, max_wait_s=0.001)
     requests = distinct_requests(8)
     requests[3] = np.full((2, 4), -1.0)
@@ -143,7 +143,7 @@ def test_a_request_the_model_fails_on_fails_alone_and_its_neighbours_succeed(mod
         futures[3].result(DEADLINE_S)
     for index, (rows, future) in enumerate(zip(requests, futures, strict=True)):
         if index != 3:
-            assert future.result(DEADLINE_S).tobytes() == model.probabilities(rows).tobytes()
+            assert future.result(DEADLINE_S).tobytes() == model.outputs(rows).tobytes()
     batcher.close()
 
 

@@ -7,6 +7,7 @@ import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import joblib
 import numpy as np
@@ -16,8 +17,10 @@ from flask.testing import FlaskClient
 import train
 from skserve import create_app
 from skserve.artifact import MODEL_FILE, read_card, write_artifact
+from skserve.features import CLASSIFICATION, REGRESSION
 from tests.browser import CHROMIUM, Browser, chromium
 from tests.live_server import LiveServer, running
+from tests.typed_models import save_mixed_model
 
 FEATURES = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]
 ROW = [6.1, 2.8, 4.7, 1.2]
@@ -87,67 +90,161 @@ def browser(tmp_path: Path) -> Iterator[Browser]:
         yield running_browser
 
 
+class Page:
+    """One browser tab, used as a person uses a page: type into fields, click, read what it shows."""
+
+    def __init__(self, browser: Browser, url: str) -> None:
+        self.browser = browser
+        target = browser.call("Target.createTarget", {"url": "about:blank"})["targetId"]
+        self.session = browser.call("Target.attachToTarget", {"targetId": target, "flatten": True})[
+            "sessionId"
+        ]
+        for domain in ("Page", "Network", "Runtime", "Log"):
+            browser.call(f"{domain}.enable", session=self.session)
+        viewport = {"width": 1000, "height": 900, "deviceScaleFactor": 1, "mobile": False}
+        browser.call("Emulation.setDeviceMetricsOverride", viewport, session=self.session)
+        before_navigation = len(browser.events)
+        browser.call("Page.navigate", {"url": url}, session=self.session)
+        browser.wait_for_event("Page.loadEventFired", since=before_navigation)
+
+    def evaluate(self, expression: str) -> object:
+        params = {"expression": expression, "returnByValue": True}
+        reply = self.browser.call("Runtime.evaluate", params, self.session)
+        assert "exceptionDetails" not in reply, reply
+        return reply["result"].get("value")
+
+    def type_into(self, element_id: str, text: str) -> None:
+        self.evaluate(f"document.getElementById({element_id!r}).focus()")
+        self.browser.call("Input.insertText", {"text": text}, session=self.session)
+
+    def click(self, element_id: str) -> None:
+        box = self.evaluate(
+            f"JSON.stringify(document.getElementById({element_id!r}).getBoundingClientRect())"
+        )
+        assert isinstance(box, str)
+        x, y = (float(v) for v in re.findall(r'"[xy]":([-\d.]+)', box)[:2])
+        click = {"x": x + 10, "y": y + 10, "button": "left", "clickCount": 1}
+        self.browser.call("Input.dispatchMouseEvent", {"type": "mousePressed", **click}, session=self.session)
+        self.browser.call(
+            "Input.dispatchMouseEvent", {"type": "mouseReleased", **click}, session=self.session
+        )
+
+    def predict(self) -> str:
+        """Click Predict and wait (up to 10 s) for the answer to appear."""
+        self.click("predict-button")
+        shown = ""
+        for _ in range(100):
+            shown = str(self.evaluate("document.getElementById('prediction').textContent"))
+            if shown:
+                break
+            pause = {"expression": "new Promise(r => setTimeout(r, 100))", "awaitPromise": True}
+            self.browser.call("Runtime.evaluate", pause, self.session)
+        return shown
+
+    def probabilities(self) -> object:
+        return self.evaluate(
+            "[...document.querySelectorAll('#probabilities tr')].map(r => r.cells[0].textContent + '=' "
+            "+ r.cells[2].textContent).sort().join(',')"
+        )
+
+    def assert_no_errors(self) -> None:
+        assert self.evaluate("document.getElementById('error').hidden") is True
+        events = self.browser.events
+        problems = [e["params"]["entry"] for e in events if e["method"] == "Log.entryAdded"]
+        assert not [entry for entry in problems if entry["level"] == "error"], problems
+        assert not [e for e in events if e["method"] == "Runtime.exceptionThrown"]
+
+
+def shown_probabilities(classes: Any, probabilities: Any) -> str:
+    return ",".join(sorted(f"{name}={p:.4f}" for name, p in zip(classes, probabilities, strict=True)))
+
+
 @pytest.mark.e2e
 def test_filling_the_form_and_clicking_predict_shows_the_model_answer(
     server: LiveServer, browser: Browser, model_dir: Path, tmp_path: Path
 ) -> None:
-    target = browser.call("Target.createTarget", {"url": "about:blank"})["targetId"]
-    page = browser.call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
-    for domain in ("Page", "Network", "Runtime", "Log"):
-        browser.call(f"{domain}.enable", session=page)
-    viewport = {"width": 1000, "height": 900, "deviceScaleFactor": 1, "mobile": False}
-    browser.call("Emulation.setDeviceMetricsOverride", viewport, session=page)
-    before_navigation = len(browser.events)
-    browser.call("Page.navigate", {"url": f"{server.url}/"}, session=page)
-    browser.wait_for_event("Page.loadEventFired", since=before_navigation)
-
-    def evaluate(expression: str) -> object:
-        reply = browser.call("Runtime.evaluate", {"expression": expression, "returnByValue": True}, page)
-        assert "exceptionDetails" not in reply, reply
-        return reply["result"].get("value")
-
+    page = Page(browser, f"{server.url}/")
     for index, value in enumerate(ROW):
-        evaluate(f"document.getElementById('feature-{index}').focus()")
-        browser.call("Input.insertText", {"text": str(value)}, session=page)
-    box = evaluate("JSON.stringify(document.getElementById('predict-button').getBoundingClientRect())")
-    assert isinstance(box, str)
-    x, y = (float(v) for v in re.findall(r'"[xy]":([-\d.]+)', box)[:2])
-    click = {"x": x + 10, "y": y + 10, "button": "left", "clickCount": 1}
-    browser.call("Input.dispatchMouseEvent", {"type": "mousePressed", **click}, session=page)
-    browser.call("Input.dispatchMouseEvent", {"type": "mouseReleased", **click}, session=page)
-
-    shown = ""
-    for _ in range(100):  # up to 10 s for the answer to appear
-        shown = str(evaluate("document.getElementById('prediction').textContent"))
-        if shown:
-            break
-        pause = {"expression": "new Promise(r => setTimeout(r, 100))", "awaitPromise": True}
-        browser.call("Runtime.evaluate", pause, page)
+        page.type_into(f"feature-{index}", str(value))
     model = joblib.load(model_dir / MODEL_FILE)
-    assert shown == model.predict(np.array([ROW]))[0]
-    table = evaluate(
-        "[...document.querySelectorAll('#probabilities tr')].map(r => r.cells[0].textContent + '=' "
-        "+ r.cells[2].textContent).sort().join(',')"
+    assert page.predict() == model.predict(np.array([ROW]))[0]
+    assert page.probabilities() == shown_probabilities(
+        model.classes_, model.predict_proba(np.array([ROW]))[0]
     )
-    expected = zip(model.classes_, model.predict_proba(np.array([ROW]))[0], strict=True)
-    assert table == ",".join(sorted(f"{name}={p:.4f}" for name, p in expected))
-    assert evaluate("document.getElementById('error').hidden") is True
-
+    page.assert_no_errors()
     requested = [
         e["params"]["request"]["url"] for e in browser.events if e["method"] == "Network.requestWillBeSent"
     ]
     assert requested == [f"{server.url}/", f"{server.url}/predict"]
-    problems = [e["params"]["entry"] for e in browser.events if e["method"] == "Log.entryAdded"]
-    assert not [entry for entry in problems if entry["level"] == "error"], problems
-    assert not [e for e in browser.events if e["method"] == "Runtime.exceptionThrown"]
 
-    height = browser.call("Page.getLayoutMetrics", session=page)["cssContentSize"]["height"]
+    height = browser.call("Page.getLayoutMetrics", session=page.session)["cssContentSize"]["height"]
     clip = {"x": 0, "y": 0, "width": 1000, "height": height, "scale": 1}
     shot = browser.call(
-        "Page.captureScreenshot", {"format": "png", "clip": clip, "captureBeyondViewport": True}, page
+        "Page.captureScreenshot", {"format": "png", "clip": clip, "captureBeyondViewport": True}, page.session
     )
     picture = base64.b64decode(shot["data"])
     assert picture.startswith(b"\x89PNG")
     (tmp_path / "docs-page.png").write_bytes(picture)
     if os.environ.get(SCREENSHOT_ENV):
         Path(os.environ[SCREENSHOT_ENV]).write_bytes(picture)
+
+
+@pytest.fixture(scope="module")
+def mixed_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_mixed_model(tmp_path_factory.mktemp("mixed"), CLASSIFICATION)
+
+
+def test_categories_get_a_choice_list_and_a_missing_value_an_empty_field(mixed_dir: Path) -> None:
+    html = (
+        create_app({"TESTING": True, "MODEL_DIR": str(mixed_dir)})
+        .test_client()
+        .get("/")
+        .get_data(as_text=True)
+    )
+    assert (
+        '<input id="feature-0" data-feature="length" type="number" step="any" placeholder="empty: missing">'
+        in html
+    )
+    assert re.search(
+        r'<select id="feature-1" data-feature="colour">\s*<option value="">\(missing\)</option>'
+        r"<option>blue</option><option>green</option><option>red</option>\s*</select>",
+        html,
+    )
+    assert re.search(r'<select id="feature-2" data-feature="grade" data-numeric>\s*<option>1</option>', html)
+    assert 'id="feature-3" data-feature="width" type="number" step="any" required' in html
+
+
+def test_a_regressors_page_shows_a_predicted_value_and_no_classes(tmp_path: Path) -> None:
+    app = create_app({"TESTING": True, "MODEL_DIR": str(save_mixed_model(tmp_path, REGRESSION))})
+    html = app.test_client().get("/").get_data(as_text=True)
+    assert "Predicted value: <output" in html
+    assert "Predicted class" not in html
+    assert 'id="classes"' not in html
+
+
+@pytest.mark.e2e
+def test_a_category_chosen_and_a_field_left_empty_get_the_pipelines_answer(
+    mixed_dir: Path, browser: Browser, tmp_path: Path
+) -> None:
+    with running(mixed_dir, tmp_path / "server.log") as server:
+        page = Page(browser, f"{server.url}/")
+        # Length left empty (missing); colour and grade chosen from their lists as a person would.
+        for element_id, choice in (("feature-1", 3), ("feature-2", 2)):
+            page.evaluate(f"document.getElementById({element_id!r}).focus()")
+            for _ in range(choice):
+                key = {
+                    "type": "keyDown",
+                    "key": "ArrowDown",
+                    "code": "ArrowDown",
+                    "windowsVirtualKeyCode": 40,
+                }
+                browser.call("Input.dispatchKeyEvent", key, session=page.session)
+                browser.call("Input.dispatchKeyEvent", {**key, "type": "keyUp"}, session=page.session)
+        page.type_into("feature-3", "6.5")
+        shown = page.predict()
+        row = np.array([[np.nan, "red", 3, 6.5]], dtype=object)
+        pipeline = joblib.load(mixed_dir / MODEL_FILE)
+        assert page.evaluate("document.getElementById('feature-1').value") == "red"
+        assert shown == pipeline.predict(row)[0]
+        assert page.probabilities() == shown_probabilities(pipeline.classes_, pipeline.predict_proba(row)[0])
+        page.assert_no_errors()

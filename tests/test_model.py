@@ -14,8 +14,11 @@ import pytest
 import train
 from skserve.artifact import CARD_FILE, MODEL_FILE, read_card, sha256_of
 from skserve.errors import InvalidInput
+from skserve.features import CLASSIFICATION, REGRESSION
 from skserve.model import ArtifactError, LoadedModel
+from skserve.schema import rows_of_values
 from tests.conftest import save_model
+from tests.typed_models import save_frame_model, save_mixed_model, training_rows
 
 
 @pytest.fixture
@@ -129,3 +132,68 @@ def test_finite_values_that_overflow_inside_the_estimator_are_invalid_input(
     model = LoadedModel.load(save_model(tmp_path, estimator))
     with pytest.raises(InvalidInput, match="values too large for the model to compute with"):
         model.predict(np.array([[5.1, 3.5, 1.4, 0.2], [value] * 4]))
+
+
+def test_a_regressor_predicts_numbers_without_probabilities(tmp_path: Path) -> None:
+    loaded = LoadedModel.load(save_mixed_model(tmp_path, REGRESSION))
+    rows = training_rows(40, seed=3)
+    prediction = loaded.predict(rows)
+    assert prediction.probabilities is None
+    assert prediction.labels == joblib.load(tmp_path / MODEL_FILE).predict(rows).tolist()
+    assert loaded.classes is None
+
+
+@pytest.mark.parametrize("task", [CLASSIFICATION, REGRESSION])
+def test_a_typed_row_scores_the_same_alone_and_among_others(tmp_path: Path, task: str) -> None:
+    loaded = LoadedModel.load(save_mixed_model(tmp_path, task))
+    rows = training_rows(30, seed=4)
+    together = loaded.outputs(rows)
+    alone = np.concatenate([loaded.outputs(rows[i : i + 1]) for i in range(len(rows))])
+    assert alone.tobytes() == together.tobytes()
+
+
+def test_labels_from_one_predict_proba_call_equal_the_pipelines_predict(tmp_path: Path) -> None:
+    loaded = LoadedModel.load(save_mixed_model(tmp_path, CLASSIFICATION))
+    rows = training_rows(200, seed=5)
+    assert loaded.predict(rows).labels == joblib.load(tmp_path / MODEL_FILE).predict(rows).tolist()
+
+
+def test_a_dataframe_fitted_pipeline_gets_its_rows_as_a_dataframe_with_the_cards_dtypes(
+    tmp_path: Path,
+) -> None:
+    import pandas as pd  # noqa: PLC0415 (only this test needs it)
+
+    loaded = LoadedModel.load(save_frame_model(tmp_path))
+    rows = rows_of_values([[1.5, "red", 3], [None, None, 6.0], [2, "blue", 0]], loaded.features, 10)
+    frame = pd.DataFrame(
+        {
+            "length": [1.5, np.nan, 2.0],
+            "colour": pd.Series(["red", np.nan, "blue"], dtype="object"),
+            "count": [3, 6, 0],
+        }
+    )
+    pipeline = joblib.load(tmp_path / MODEL_FILE)
+    prediction = loaded.predict(rows)
+    assert prediction.labels == pipeline.predict(frame).tolist()
+    assert prediction.probabilities is not None
+    assert prediction.probabilities.tobytes() == pipeline.predict_proba(frame).tobytes()
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"task": "ranking"}, "'task' must be one of ['classification', 'regression'], got 'ranking'"),
+        ({"input": "arrow"}, "'input' must be one of ['array', 'dataframe'], got 'arrow'"),
+        ({"task": "regression"}, None),  # iris' LogisticRegression has predict: it loads as a regressor
+    ],
+)
+def test_refuses_a_card_whose_task_or_input_it_cannot_serve(
+    copy_of_model: Path, changes: dict[str, str], message: str | None
+) -> None:
+    rewrite_card(copy_of_model, **changes)
+    if message is None:
+        assert LoadedModel.load(copy_of_model).classes is None
+        return
+    with pytest.raises(ArtifactError) as caught:
+        LoadedModel.load(copy_of_model)
+    assert message in str(caught.value)

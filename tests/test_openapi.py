@@ -19,11 +19,15 @@ import train
 from skserve import create_app
 from skserve.artifact import write_artifact
 from skserve.errors import InvalidInput, PayloadTooLarge
+from skserve.features import CLASSIFICATION, REGRESSION, Feature
 from skserve.openapi import openapi_path
 from skserve.schema import rows_to_matrix
 from skserve.web import loaded_model
+from tests.typed_models import FEATURES as TYPED
+from tests.typed_models import NAMES, save_mixed_model
 
 FEATURES = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]
+IRIS = tuple(map(Feature, FEATURES))
 CLASSES = ["setosa", "versicolor", "virginica"]
 MAX_ROWS = 3  # small, so generated payloads cross the limit
 
@@ -183,7 +187,7 @@ def test_the_request_schema_accepts_exactly_what_the_server_accepts(
     """The document neither promises more than /predict takes nor forbids what it takes."""
     schema_says = validator(document, "PredictRequest").is_valid(payload)
     try:
-        rows_to_matrix(payload, FEATURES, MAX_ROWS)
+        rows_to_matrix(payload, IRIS, MAX_ROWS)
     except (InvalidInput, PayloadTooLarge):
         server_says = False
     else:
@@ -195,7 +199,7 @@ def test_values_beyond_float64_are_outside_the_schema_and_refused(document: dict
     payload = {"instances": [[10**309, 1, 2, 3]]}
     assert not validator(document, "PredictRequest").is_valid(payload)
     with pytest.raises(InvalidInput):
-        rows_to_matrix(payload, FEATURES, MAX_ROWS)
+        rows_to_matrix(payload, IRIS, MAX_ROWS)
     largest = {"instances": [[float(np.finfo(np.float64).max), 1, 2, 3]]}
     assert validator(document, "PredictRequest").is_valid(largest)
 
@@ -204,3 +208,64 @@ def test_is_served_as_json_with_the_loaded_model_version(client: FlaskClient, ap
     response = client.get("/openapi.json")
     assert response.status_code == 200
     assert response.get_json()["info"]["version"] == loaded_model(app).version
+
+
+@pytest.fixture(scope="module")
+def mixed_app(tmp_path_factory: pytest.TempPathFactory) -> Flask:
+    directory = save_mixed_model(tmp_path_factory.mktemp("mixed"), CLASSIFICATION)
+    return create_app({"TESTING": True, "MODEL_DIR": str(directory), "MAX_ROWS": MAX_ROWS})
+
+
+@pytest.fixture(scope="module")
+def mixed_document(mixed_app: Flask) -> dict[str, Any]:
+    body: dict[str, Any] = mixed_app.test_client().get("/openapi.json").get_json()
+    return body
+
+
+def test_typed_features_give_types_enums_of_categories_and_nullable(mixed_document: dict[str, Any]) -> None:
+    validate(mixed_document)
+    schemas = mixed_document["components"]["schemas"]
+    length, colour, grade, width = schemas["RowArray"]["prefixItems"]
+    assert (length["title"], length["type"]) == ("length", ["number", "null"])
+    assert (colour["type"], colour["enum"]) == (["string", "null"], ["blue", "green", "red", None])
+    assert (grade["type"], grade["enum"]) == ("number", [1, 2, 3])
+    assert (width["type"], "enum" in width) == ("number", False)
+    assert schemas["RowObject"]["properties"]["colour"] == colour
+
+
+def test_a_regressors_documents_numbers_and_no_probabilities(tmp_path: Path) -> None:
+    app = create_app({"TESTING": True, "MODEL_DIR": str(save_mixed_model(tmp_path, REGRESSION))})
+    client = app.test_client()
+    document = client.get("/openapi.json").get_json()
+    validate(document)
+    assert document["paths"]["/predict"]["post"]["summary"] == "Predict the value of each row"
+    response = document["components"]["schemas"]["PredictResponse"]
+    assert response["required"] == ["predictions", "model_version"]
+    assert response["properties"]["predictions"]["items"] == {"type": "number"}
+    example = document["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]["example"]
+    answer = client.post("/predict", json=example)
+    assert answer.status_code == 200
+    assert not list(response_validator(document, "/predict", "post", 200).iter_errors(answer.get_json()))
+
+
+typed_values = st.one_of(values, st.sampled_from(["blue", "red", "purple", 1, 2, 3, 4, 2.0]))
+typed_rows = st.one_of(
+    st.lists(typed_values, min_size=3, max_size=5),
+    st.dictionaries(st.sampled_from([*NAMES, "size"]), typed_values, min_size=3, max_size=5),
+)
+
+
+@settings(max_examples=400, derandomize=True)
+@given(instances=st.lists(typed_rows, min_size=1, max_size=MAX_ROWS + 1))
+def test_the_typed_request_schema_accepts_exactly_what_the_server_accepts(
+    mixed_document: dict[str, Any], instances: list[Any]
+) -> None:
+    payload = {"instances": instances}
+    schema_says = validator(mixed_document, "PredictRequest").is_valid(payload)
+    try:
+        rows_to_matrix(payload, TYPED, MAX_ROWS)
+    except (InvalidInput, PayloadTooLarge):
+        server_says = False
+    else:
+        server_says = True
+    assert schema_says == server_says, json.dumps(payload)

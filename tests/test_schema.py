@@ -8,10 +8,12 @@ from typing import Any
 import numpy as np
 import pytest
 
+from skserve import schema
 from skserve.errors import InvalidInput, PayloadTooLarge
-from skserve.schema import _row_values, parse_json, rows_of_values, rows_to_matrix, tensor_rows
+from skserve.features import Feature
+from skserve.schema import parse_json, rows_of_values, rows_to_matrix, tensor_rows
 
-FEATURES = ["a", "b", "c"]
+FEATURES = tuple(map(Feature, "abc"))
 
 
 def matrix(payload: Any, max_rows: int = 100) -> np.ndarray:
@@ -166,18 +168,111 @@ def test_parse_json_reads_numbers_to_the_same_float64_values_as_the_standard_lib
         [[1, 2, 10**400]],
     ],
 )
-def test_rows_of_plain_lists_are_judged_as_row_by_row_checks_judge_them(instances: list[Any]) -> None:
-    """The fast check of list rows accepts exactly what the per-row checks accept."""
-    try:
-        expected: Any = np.array([_row_values(i, row, FEATURES) for i, row in enumerate(instances)], float)
-    except (InvalidInput, OverflowError) as error:
-        expected = type(error)
-    try:
-        got: Any = rows_of_values(instances, FEATURES, 100)
-    except InvalidInput as error:
-        got = type(error)
-    if isinstance(expected, np.ndarray):
-        assert isinstance(got, np.ndarray)
-        assert got.tobytes() == expected.tobytes()
-    else:
-        assert got is InvalidInput
+def test_rows_of_plain_lists_are_judged_as_the_column_checks_judge_them(
+    instances: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fast check of list rows of numbers accepts exactly what the typed checks accept, to the bit."""
+    outcomes = []
+    for fast in (True, False):
+        monkeypatch.setattr(schema, "_plain_floats", lambda features, fast=fast: fast)
+        try:
+            outcomes.append(rows_of_values(instances, FEATURES, 100).tobytes())
+        except InvalidInput as error:
+            outcomes.append(error.message)
+    assert outcomes[0] == outcomes[1] or not any(isinstance(outcome, bytes) for outcome in outcomes)
+
+
+# A model's typed features: numbers and categories, some of which may be missing.
+TYPED = (
+    Feature("length", nullable=True),
+    Feature("colour", "category", nullable=True, categories=("blue", "green", "red")),
+    Feature("grade", "category", categories=(1, 2, 3)),
+    Feature("count", dtype="int64"),
+    Feature("tag", "category", categories=tuple(f"t{i}" for i in range(8)), accepts_unknown=True),
+)
+
+
+def test_typed_rows_become_an_object_array_as_training_presented_them() -> None:
+    rows = rows_of_values(
+        [[1, "red", 2.0, 3, "t9"], {"length": None, "colour": None, "grade": 3, "count": 4.0, "tag": "t1"}],
+        TYPED,
+        10,
+    )
+    assert rows.dtype == object
+    assert rows.shape == (2, 5)
+    first, second = rows.tolist()
+    assert first == [1.0, "red", 2, 3.0, "t9"]
+    assert [type(value) for value in first] == [float, str, int, float, str]  # the card's 2 for 2.0
+    assert np.isnan(second[0])
+    assert np.isnan(second[1])
+    assert second[2:] == [3, 4.0, "t1"]
+
+
+def test_numbers_that_may_be_missing_become_a_float_matrix_with_nan() -> None:
+    features = (Feature("a", nullable=True), Feature("b"))
+    rows = rows_of_values([[None, 1], {"a": 2.5, "b": -3}], features, 10)
+    assert rows.dtype == np.float64
+    assert np.array_equal(rows, [[np.nan, 1.0], [2.5, -3.0]], equal_nan=True)
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        (["1", "red", 2, 3, "t1"], "row 0, feature 'length': expected a number or null, got a string"),
+        ([True, "red", 2, 3, "t1"], "row 0, feature 'length': expected a number or null, got a boolean"),
+        ([1, 5, 2, 3, "t1"], "row 0, feature 'colour': expected a category as text or null, got a number"),
+        (
+            [1, False, 2, 3, "t1"],
+            "row 0, feature 'colour': expected a category as text or null, got a boolean",
+        ),
+        (
+            [1, "purple", 2, 3, "t1"],
+            "row 0, feature 'colour': expected one of its categories ['blue', 'green', 'red'], got 'purple'",
+        ),
+        (
+            [1, "p" * 100, 2, 3, "t1"],
+            "row 0, feature 'colour': expected one of its categories ['blue', 'green', 'red'], "
+            f"got '{'p' * 40}...'",
+        ),
+        ([1, "red", "2", 3, "t1"], "row 0, feature 'grade': expected a category as a number, got a string"),
+        ([1, "red", True, 3, "t1"], "row 0, feature 'grade': expected a category as a number, got a boolean"),
+        ([1, "red", None, 3, "t1"], "row 0, feature 'grade': expected a category as a number, got null"),
+        ([1, "red", 4, 3, "t1"], "row 0, feature 'grade': expected one of its categories [1, 2, 3], got 4"),
+        (
+            [1, "red", 2, None, "t1"],
+            "row 0, feature 'count': expected an integer (the model was fitted on int64), got null",
+        ),
+        (
+            [1, "red", 2, 2.5, "t1"],
+            "row 0, feature 'count': expected an integer (the model was fitted on int64), "
+            "got a number with a fraction",
+        ),
+        ([1, "red", 2, 10**400, "t1"], "row 0, feature 'count': value is too large for a 64-bit float"),
+        ([1, "red", 2, 3, 7], "row 0, feature 'tag': expected a category as text, got a number"),
+        ([1, "red", 2, 3, None], "row 0, feature 'tag': expected a category as text, got null"),
+        ([1, "red", 2, 3, ["t1"]], "row 0, feature 'tag': expected a category as text, got an array"),
+    ],
+)
+def test_refuses_each_wrong_typed_value_naming_row_feature_expected_and_got(
+    row: list[Any], message: str
+) -> None:
+    good = [0.5, "blue", 1, 1, "t0"]
+    with pytest.raises(InvalidInput) as caught:
+        rows_of_values([good, good, row], TYPED, 10)
+    assert caught.value.status == 400
+    assert caught.value.message == message.replace("row 0", "row 2")
+
+
+def test_an_unknown_category_lists_a_few_known_ones() -> None:
+    many = (Feature("city", "category", categories=tuple(f"c{i}" for i in range(12))),)
+    with pytest.raises(InvalidInput) as caught:
+        rows_of_values([["c0"], ["x"]], many, 10)
+    assert caught.value.message == (
+        "row 1, feature 'city': expected one of its categories ['c0', 'c1', 'c2', 'c3', 'c4'] and 7 more, "
+        "got 'x'"
+    )
+
+
+def test_the_first_wrong_value_in_row_order_is_named() -> None:
+    with pytest.raises(InvalidInput, match="row 1, feature 'grade'"):
+        rows_of_values([[1, "red", 2, 3, "t1"], [1, "red", 9, 3, "t1"], ["x", "red", 2, 3, "t1"]], TYPED, 10)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 from typing import Any
 
 import numpy as np
@@ -11,10 +12,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from skserve import schema
 from skserve.errors import InvalidInput, PayloadTooLarge
-from skserve.schema import parse_json, rows_to_matrix, tensor_rows
+from skserve.features import Feature
+from skserve.schema import parse_json, rows_of_values, rows_to_matrix, tensor_rows
 
-FEATURES = ["a", "b", "c"]
+NAMES = ["a", "b", "c"]
+FEATURES = tuple(map(Feature, NAMES))
 MAX_ROWS = 20
 
 finite = st.floats(allow_nan=False, allow_infinity=False)
@@ -44,8 +48,8 @@ def test_any_matrix_of_finite_floats_round_trips_exactly(matrix: list[list[float
 @settings(max_examples=100, derandomize=True)
 @given(matrix=matrices, data=st.data())
 def test_rows_as_objects_in_any_key_order_equal_rows_as_lists(matrix: list[list[float]], data: Any) -> None:
-    order = data.draw(st.permutations(FEATURES))
-    named = [{name: row[FEATURES.index(name)] for name in order} for row in matrix]
+    order = data.draw(st.permutations(NAMES))
+    named = [{name: row[NAMES.index(name)] for name in order} for row in matrix]
     mixed = [data.draw(st.sampled_from([row, obj])) for row, obj in zip(matrix, named, strict=True)]
     expected = rows_to_matrix({"instances": matrix}, FEATURES, MAX_ROWS)
     assert np.array_equal(rows_to_matrix({"instances": mixed}, FEATURES, MAX_ROWS), expected)
@@ -69,11 +73,11 @@ def test_a_non_number_anywhere_is_refused_naming_its_row_and_feature(
     column = data.draw(st.integers(min_value=0, max_value=2))
     matrix[row][column] = bad
     as_objects = data.draw(st.booleans())
-    instances = [dict(zip(FEATURES, values, strict=True)) for values in matrix] if as_objects else matrix
+    instances = [dict(zip(NAMES, values, strict=True)) for values in matrix] if as_objects else matrix
     with pytest.raises(InvalidInput) as caught:
         rows_to_matrix({"instances": instances}, FEATURES, MAX_ROWS)
     assert caught.value.status == 400
-    assert f"row {row}, feature {FEATURES[column]!r}: expected a number" in caught.value.message
+    assert f"row {row}, feature {NAMES[column]!r}: expected a number" in caught.value.message
 
 
 @settings(max_examples=50, derandomize=True)
@@ -124,3 +128,71 @@ def test_a_flat_tensor_and_its_nested_form_give_the_same_rows(matrix: list[list[
     shape = [len(matrix), 3]
     flat = [value for row in matrix for value in row]
     assert tensor_rows(flat, shape, 3) == tensor_rows(matrix, shape, 3) == matrix
+
+
+TYPED = (
+    Feature("length", nullable=True),
+    Feature("colour", "category", nullable=True, categories=("blue", "green", "red")),
+    Feature("grade", "category", categories=(1, 2, 3)),
+    Feature("count", dtype="int64"),
+)
+TYPED_NAMES = [feature.name for feature in TYPED]
+# Each typed feature's valid values, and as training presented them (NaN for missing).
+typed_values = (
+    st.none() | finite,
+    st.none() | st.sampled_from(["blue", "green", "red"]),
+    st.sampled_from([1, 2, 3, 1.0, 2.0, 3.0]),
+    st.integers(min_value=-(2**53), max_value=2**53),
+)
+typed_rows = st.tuples(*typed_values).map(list)
+
+
+def as_training_presented(row: list[Any]) -> list[Any]:
+    length, colour, grade, count = row
+    return [
+        np.nan if length is None else float(length),
+        np.nan if colour is None else colour,
+        int(grade),
+        float(count),
+    ]
+
+
+@settings(max_examples=100, derandomize=True)
+@given(rows=st.lists(typed_rows, min_size=1, max_size=MAX_ROWS), data=st.data())
+def test_valid_typed_rows_as_lists_or_objects_become_the_training_representation(
+    rows: list[list[Any]], data: Any
+) -> None:
+    instances = [data.draw(st.sampled_from([row, dict(zip(TYPED_NAMES, row, strict=True))])) for row in rows]
+    matrix = rows_of_values(instances, TYPED, MAX_ROWS)
+    assert matrix.dtype == object
+    expected = [as_training_presented(row) for row in rows]
+    assert [[type(value) for value in row] for row in matrix.tolist()] == [
+        [type(value) for value in row] for row in expected
+    ]
+    assert marked(matrix.tolist()) == marked(expected)
+
+
+def marked(rows: list[list[Any]]) -> list[list[Any]]:
+    """The rows with each NaN (which equals nothing) replaced by a marker that equals itself."""
+    return [
+        ["NaN" if isinstance(value, float) and math.isnan(value) else value for value in row] for row in rows
+    ]
+
+
+@settings(max_examples=200, derandomize=True)
+@given(rows=st.lists(typed_rows, min_size=1, max_size=MAX_ROWS), bad=json_values, data=st.data())
+def test_any_single_value_is_accepted_exactly_when_it_is_valid_and_else_named(
+    rows: list[list[Any]], bad: Any, data: Any
+) -> None:
+    """The column checks judge a value as the per-value checks do, and a refusal names its place."""
+    row = data.draw(st.integers(min_value=0, max_value=len(rows) - 1))
+    column = data.draw(st.integers(min_value=0, max_value=len(TYPED) - 1))
+    rows[row][column] = bad
+    problem = schema._value_problem(TYPED[column], bad)
+    if problem is None:
+        assert rows_of_values(rows, TYPED, MAX_ROWS).shape == (len(rows), len(TYPED))
+        return
+    with pytest.raises(InvalidInput) as caught:
+        rows_of_values(rows, TYPED, MAX_ROWS)
+    assert caught.value.status == 400
+    assert caught.value.message == f"row {row}, feature {TYPED_NAMES[column]!r}: {problem}"

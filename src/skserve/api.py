@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from itertools import repeat
+from typing import Any
 
 import numpy as np
 import orjson
@@ -39,16 +40,14 @@ def _object_template(class_names: tuple[str, ...]) -> bytes:
 @bp.post("/predict")
 def predict() -> Response:
     model = loaded_model()
-    rows = rows_to_matrix(read_json_body(), model.feature_names, current_app.config["MAX_ROWS"])
+    rows = rows_to_matrix(read_json_body(), model.features, current_app.config["MAX_ROWS"])
     prediction = predict_rows(rows)
     metrics.observe_predictions(prediction.labels)
-    return json_response(
-        {
-            "predictions": prediction.labels,
-            "probabilities": probability_objects(prediction.probabilities, model.class_names),
-            "model_version": model.version,
-        }
-    )
+    body: dict[str, Any] = {"predictions": prediction.labels}
+    if prediction.probabilities is not None:  # a classifier's
+        body["probabilities"] = probability_objects(prediction.probabilities, model.class_names)
+    body["model_version"] = model.version
+    return json_response(body)
 
 
 @bp.get("/health")

@@ -6,6 +6,7 @@ import secrets
 
 from flask import Blueprint, Response, render_template
 
+from skserve.features import REGRESSION
 from skserve.web import loaded_model
 
 bp = Blueprint("docs", __name__, template_folder="templates")
@@ -24,7 +25,13 @@ CONTENT_SECURITY_POLICY = (
 def page() -> Response:
     model = loaded_model()
     nonce = secrets.token_urlsafe(16)
-    html = render_template("docs.html", card=model.card, features=model.feature_names, nonce=nonce)
+    html = render_template(
+        "docs.html",
+        card=model.card,
+        features=model.features,
+        regression=model.task == REGRESSION,
+        nonce=nonce,
+    )
     response = Response(html, mimetype="text/html")
     response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY.format(nonce=nonce)
     return response

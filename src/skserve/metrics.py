@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections import Counter as Tally
 from collections.abc import Sequence
@@ -40,6 +41,13 @@ ROWS = Counter("skserve_rows_predicted", "Rows predicted", registry=REGISTRY)
 PREDICTIONS = Counter(
     "skserve_predictions", "Rows predicted, by predicted class", ["class"], registry=REGISTRY
 )
+PREDICTED_VALUES = Gauge(
+    "skserve_predicted_values",
+    "A regressor's predicted values added up; divided by skserve_rows_predicted_total, their mean",
+    # A sum that can fall (values may be negative), kept across worker restarts like a counter.
+    multiprocess_mode="sum",
+    registry=REGISTRY,
+)
 BATCH_ROWS = Histogram(
     "skserve_batch_size",
     "Rows per call to the model (a call may answer several requests)",
@@ -68,12 +76,14 @@ def init_app(app: Flask, model: LoadedModel) -> None:
         # A server serves one model; tests build apps around several, and each starts these afresh.
         MODEL_INFO.clear()
         PREDICTIONS.clear()
+        PREDICTED_VALUES.set(0)
         exposed = REGISTRY
     else:
         exposed = CollectorRegistry()
         multiprocess.MultiProcessCollector(exposed, MULTIPROCESS_DIR)  # type: ignore[no-untyped-call]
     MODEL_INFO.labels(model.version, model.card["sha256"], estimator_name(model)).set(1)
-    # Only the model's own classes get a series, which keeps the label's values bounded.
+    # Only the model's own classes get a series, which keeps the label's values bounded; a regressor
+    # has none, and its predicted values are added up instead (skserve_predicted_values).
     by_class = {label: PREDICTIONS.labels(str(label)) for label in model.classes or []}
     app.extensions[EXTENSION] = (exposed, by_class)
     app.register_blueprint(bp)
@@ -104,10 +114,14 @@ def observe_request(endpoint: str, status: int, seconds: float) -> None:
 
 
 def observe_predictions(labels: Sequence[Any]) -> None:
-    """Count one request's predicted rows and their classes; the row count also goes in its log line."""
+    """Count one request's predicted rows and their classes (a regressor's: add up its predicted
+    values); the row count also goes in its log line."""
     request.environ[ROWS_KEY] = len(labels)
     ROWS.inc(len(labels))
     _, by_class = current_app.extensions[EXTENSION]
+    if not by_class:
+        PREDICTED_VALUES.inc(math.fsum(labels))
+        return
     for label, count in Tally(labels).items():
         counter = by_class.get(label)
         if counter is not None:

@@ -14,7 +14,17 @@ import sklearn
 
 from skserve.artifact import CARD_FILE, MODEL_FILE, read_card, sha256_of
 from skserve.errors import InvalidInput
-from skserve.features import CLASSIFICATION, CardError, Feature, features_from_card
+from skserve.features import (
+    ARRAY_INPUT,
+    CLASSIFICATION,
+    DATAFRAME_INPUT,
+    INPUTS,
+    REGRESSION,
+    TASKS,
+    CardError,
+    Feature,
+    features_from_card,
+)
 from skserve.scoring import Score, scorer_for
 
 log = logging.getLogger(__name__)
@@ -30,16 +40,19 @@ class ArtifactError(RuntimeError):
 
 @dataclass(frozen=True)
 class Prediction:
+    # The predicted class of each row; for a regressor, its predicted number.
     labels: list[Any]
-    # One row per input row, one column per class, in the order of the model's class_names.
-    probabilities: np.ndarray
+    # One row per input row, one column per class, in the order of the model's class_names; None
+    # for a regressor, which has no classes.
+    probabilities: np.ndarray | None
 
 
 @dataclass(frozen=True)
 class LoadedModel:
     estimator: Any
     card: dict[str, Any]
-    # The estimator's predict_proba, or a cheaper equivalent verified at load (skserve.scoring).
+    # The estimator's predict_proba (or a cheaper equivalent verified at load, skserve.scoring) for a
+    # classifier, its predict for a regressor; given rows as the card's "input" says it was fitted.
     score: Score = field(repr=False, compare=False)
 
     @classmethod
@@ -67,7 +80,7 @@ class LoadedModel:
             estimator = joblib.load(model_path)
         except Exception as error:  # unpickling can raise nearly anything; all mean "unusable"
             raise ArtifactError(f"cannot load {model_path}: {type(error).__name__}: {error}") from None
-        return cls(estimator=estimator, card=card, score=scorer_for(estimator))
+        return cls(estimator=estimator, card=card, score=_scorer(estimator, card, model_path))
 
     @property
     def version(self) -> str:
@@ -96,9 +109,13 @@ class LoadedModel:
         """ "classification" or "regression"; cards that say nothing are classifiers (format 1)."""
         return str(self.card.get("task", CLASSIFICATION))
 
-    @property
+    @cached_property
     def classes(self) -> list[Any] | None:
-        return self.card.get("classes")
+        """The estimator's classes, in the order of its probability columns; None for a regressor."""
+        if self.task == REGRESSION:
+            return None
+        classes: list[Any] = self.estimator.classes_.tolist()
+        return classes
 
     @cached_property
     def class_names(self) -> tuple[str, ...]:
@@ -106,16 +123,17 @@ class LoadedModel:
         return tuple(str(name) for name in self.estimator.classes_.tolist())
 
     def predict(self, rows: np.ndarray) -> Prediction:
-        """Predict a 2-D float64 array of rows in feature order.
+        """Predict rows as `skserve.schema.rows_of_values` returns them.
 
-        The model is called once: the label is the class of highest probability, which is how
+        A classifier is called once: the label is the class of highest probability, which is how
         `predict` decides for every classifier training offers (tests hold them to it), so
         callers get both for the price of one model call.
         """
-        return self.prediction_from(self.probabilities(rows))
+        return self.prediction_from(self.outputs(rows))
 
-    def probabilities(self, rows: np.ndarray) -> np.ndarray:
-        """The estimator's `predict_proba` for a 2-D float64 array of rows: one call, any number of rows.
+    def outputs(self, rows: np.ndarray) -> np.ndarray:
+        """The model's output for rows, in one call for any number of them: a classifier's
+        `predict_proba` (a row per input row, a column per class), a regressor's `predict` (1-D).
 
         A single row is scored as two copies of itself. numpy multiplies a one-row matrix with BLAS
         gemv and a taller one with gemm, and for linear models the two differ in the last bits;
@@ -127,18 +145,20 @@ class LoadedModel:
         # casting to float32): the input's fault, so refused with a 400 like any other bad value.
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             try:
-                probabilities = self.score(scored)
+                outputs = np.asarray(self.score(scored), dtype=np.float64)
             except ValueError as error:
                 raise InvalidInput(f"values too large for the model to compute with: {error}") from None
-        return probabilities[: len(rows)]
+        return outputs[: len(rows)]
 
-    def prediction_from(self, probabilities: np.ndarray) -> Prediction:
-        """Labels and per-class probabilities from the rows of `probabilities` this model computed."""
-        if not np.isfinite(probabilities).all():
-            raise InvalidInput("values too large for the model to compute with: its probabilities overflow")
+    def prediction_from(self, outputs: np.ndarray) -> Prediction:
+        """The prediction for the rows whose `outputs` this model computed."""
+        if not np.isfinite(outputs).all():
+            raise InvalidInput("values too large for the model to compute with: its outputs overflow")
+        if self.task == REGRESSION:
+            return Prediction(labels=outputs.tolist(), probabilities=None)
         return Prediction(
-            labels=self.estimator.classes_.take(probabilities.argmax(axis=1)).tolist(),
-            probabilities=probabilities,
+            labels=self.estimator.classes_.take(outputs.argmax(axis=1)).tolist(),
+            probabilities=outputs,
         )
 
 
@@ -149,10 +169,42 @@ def _check_card(card: dict[str, Any]) -> None:
     missing = [key for key in REQUIRED_CARD_KEYS if key not in card]
     if missing:
         raise ArtifactError(f"{CARD_FILE} lacks required keys {missing}")
+    for key, allowed, default in (("task", TASKS, CLASSIFICATION), ("input", INPUTS, ARRAY_INPUT)):
+        if card.get(key, default) not in allowed:
+            raise ArtifactError(f"{CARD_FILE}: {key!r} must be one of {list(allowed)}, got {card[key]!r}")
     try:
         features_from_card(card)
     except CardError as error:
         raise ArtifactError(f"{CARD_FILE}: {error}") from None
+
+
+# The estimator method each task scores with.
+TASK_METHODS = {CLASSIFICATION: "predict_proba", REGRESSION: "predict"}
+
+
+def _scorer(estimator: Any, card: dict[str, Any], model_path: Path) -> Score:
+    """The function of validated rows that gives the estimator's output for the card's task."""
+    task = card.get("task", CLASSIFICATION)
+    method = TASK_METHODS[task]
+    if not callable(getattr(estimator, method, None)):
+        raise ArtifactError(
+            f"{model_path} holds a {type(estimator).__name__}, which has no {method} for {task}"
+        )
+    score: Score = scorer_for(estimator) if task == CLASSIFICATION else estimator.predict
+    if card.get("input", ARRAY_INPUT) == DATAFRAME_INPUT:
+        return _on_data_frames(score, features_from_card(card))
+    return score
+
+
+def _on_data_frames(score: Score, features: tuple[Feature, ...]) -> Score:
+    """`score` given the rows as a pandas DataFrame with the card's column names and dtypes, as a
+    pipeline fitted on a DataFrame (selecting columns by name) must be given them."""
+    # Imported here, the one place serving uses pandas (scikit-learn imports it anyway when installed).
+    import pandas as pd  # noqa: PLC0415
+
+    names = [feature.name for feature in features]
+    dtypes = {feature.name: feature.dtype for feature in features if feature.dtype is not None}
+    return lambda rows: score(pd.DataFrame(rows, columns=names).astype(dtypes))
 
 
 def _check_sklearn_version(card: dict[str, Any], allow_mismatch: bool) -> None:

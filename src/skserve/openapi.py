@@ -10,8 +10,10 @@ from typing import Any
 from flask import Blueprint, Flask, Response, current_app
 
 from skserve import auth
+from skserve.features import CATEGORY, INPUTS, NUMBER, REGRESSION, TASKS, Feature
 from skserve.model import LoadedModel
-from skserve.v2_protocol import INPUT_DATATYPE, INPUT_NAME, OUTPUTS, UNSUPPORTED_INPUT_PARAMETERS, classes
+from skserve.schema import takes_integers
+from skserve.v2_protocol import INPUT_DATATYPE, INPUT_NAME, OUTPUTS, UNSUPPORTED_INPUT_PARAMETERS
 from skserve.web import json_response, loaded_model
 
 bp = Blueprint("openapi", __name__)
@@ -65,10 +67,11 @@ def build_document(
             # The document changes with the model it describes, so it is versioned by the model.
             "version": model.version,
             "description": (
-                "Predictions from one scikit-learn classifier. The request and response schemas "
-                "are generated from the loaded model's card: its feature names, their number and "
-                'its classes. Errors are JSON: `{"error": {"code": ..., "message": ...}}`, and '
-                '`{"error": "..."}` under `/v2` as the Open Inference Protocol has it.'
+                f"Predictions from one scikit-learn {_estimator_kind(model)}. The request and response "
+                "schemas are generated from the loaded model's card: its features (each a number or "
+                "a category, and whether it may be missing) and its classes. Errors are JSON: "
+                '`{"error": {"code": ..., "message": ...}}`, and `{"error": "..."}` under `/v2` as '
+                "the Open Inference Protocol has it."
             ),
         },
         "paths": {path: item for path, item in catalogue.items() if path in served_paths},
@@ -108,7 +111,11 @@ def _core_paths(model: LoadedModel) -> dict[str, Any]:
         "/predict": {
             "post": {
                 "operationId": "predict",
-                "summary": "Predict the class of each row, with class probabilities",
+                "summary": (
+                    "Predict the value of each row"
+                    if model.task == REGRESSION
+                    else "Predict the class of each row, with class probabilities"
+                ),
                 "requestBody": {
                     "required": True,
                     "content": {JSON: {"schema": _ref("PredictRequest"), "example": _example(model)}},
@@ -224,11 +231,38 @@ def _number() -> dict[str, Any]:
     }
 
 
+def _estimator_kind(model: LoadedModel) -> str:
+    return "regressor" if model.task == REGRESSION else "classifier"
+
+
+def _value(feature: Feature) -> dict[str, Any]:
+    """The JSON Schema of one feature's value: a number or a category, or null where it may be missing."""
+    if feature.kind == NUMBER:
+        schema = _number()
+        if takes_integers(feature):
+            schema |= {
+                "type": "integer",
+                "description": f"A whole number (the model was fitted on {feature.dtype})",
+            }
+    else:
+        text = not feature.numeric_categories
+        schema = {"type": "string" if text else "number", "description": "A category"}
+        if feature.accepts_unknown:
+            schema["examples"] = list(feature.categories)
+            schema["description"] = "A category: one it was trained on, or another, which the model takes too"
+        else:
+            schema["enum"] = list(feature.categories)
+            schema["description"] = "One of the categories the model was trained on"
+    if feature.nullable:
+        schema["type"] = [schema["type"], "null"]
+        if "enum" in schema:
+            schema["enum"] = [*schema["enum"], None]
+        schema["description"] += "; null for a missing value"
+    return {"title": feature.name, **schema}
+
+
 def _core_schemas(model: LoadedModel, max_rows: int) -> dict[str, Any]:
     features = model.feature_names
-    labels = classes(model)
-    probability = {"type": "number", "minimum": 0, "maximum": 1}
-    keys = [str(label) for label in labels]
     return {
         "PredictRequest": {
             "type": "object",
@@ -246,41 +280,19 @@ def _core_schemas(model: LoadedModel, max_rows: int) -> dict[str, Any]:
         },
         "RowArray": {
             "type": "array",
-            "description": f"{len(features)} numbers in the model's feature order: {features}",
-            "prefixItems": [{**_number(), "title": name} for name in features],
+            "description": f"{len(features)} values in the model's feature order: {features}",
+            "prefixItems": [_value(feature) for feature in model.features],
             "items": False,
             "minItems": len(features),
         },
         "RowObject": {
             "type": "object",
-            "description": "Every feature name mapped to its number, in any order",
-            "properties": {name: _number() for name in features},
+            "description": "Every feature name mapped to its value, in any order",
+            "properties": {feature.name: _value(feature) for feature in model.features},
             "required": features,
             "additionalProperties": False,
         },
-        "PredictResponse": {
-            "type": "object",
-            "required": ["predictions", "probabilities", "model_version"],
-            "additionalProperties": False,
-            "properties": {
-                "predictions": {
-                    "type": "array",
-                    "description": "The most probable class of each row",
-                    "items": {"enum": labels},
-                },
-                "probabilities": {
-                    "type": "array",
-                    "items": {
-                        "type": "object",
-                        "description": "Each class's probability, keyed by the class as a string",
-                        "properties": dict.fromkeys(keys, probability),
-                        "required": keys,
-                        "additionalProperties": False,
-                    },
-                },
-                "model_version": {"type": "string"},
-            },
-        },
+        "PredictResponse": _predict_response(model),
         "Health": _object({"status": {"const": "ok"}}),
         "Ready": _object({"status": {"const": "ready"}, "model_version": {"type": "string"}}),
         "ModelCard": {
@@ -290,25 +302,12 @@ def _core_schemas(model: LoadedModel, max_rows: int) -> dict[str, Any]:
                 "name": {"type": "string"},
                 "version": {"type": "string"},
                 "sha256": {"type": "string"},
+                "task": {"enum": list(TASKS)},
+                "input": {"enum": list(INPUTS)},
                 "features": {
                     "type": "array",
-                    # Card format 2 describes each feature; format 1 (still served) names them.
-                    "items": {
-                        "anyOf": [
-                            {
-                                "type": "object",
-                                "required": ["name", "kind", "nullable"],
-                                "properties": {
-                                    "name": {"type": "string"},
-                                    "kind": {"enum": ["number", "category"]},
-                                    "nullable": {"type": "boolean"},
-                                    "categories": {"type": "array"},
-                                    "accepts_unknown": {"type": "boolean"},
-                                },
-                            },
-                            {"type": "string"},
-                        ]
-                    },
+                    "description": "Feature names (card format 1) or typed features (format 2)",
+                    "items": {"oneOf": [{"type": "string"}, _card_feature()]},
                 },
                 "classes": {"type": "array"},
                 "metrics": {"type": "object"},
@@ -327,6 +326,46 @@ def _core_schemas(model: LoadedModel, max_rows: int) -> dict[str, Any]:
             }
         ),
     }
+
+
+def _predict_response(model: LoadedModel) -> dict[str, Any]:
+    version = {"type": "string"}
+    if model.classes is None:
+        predictions = {
+            "type": "array",
+            "description": "The predicted value of each row",
+            "items": {"type": "number"},
+        }
+        return _object({"predictions": predictions, "model_version": version})
+    probability = {"type": "number", "minimum": 0, "maximum": 1}
+    keys = [str(label) for label in model.classes]
+    probabilities = {
+        "type": "array",
+        "items": {
+            "type": "object",
+            "description": "Each class's probability, keyed by the class as a string",
+            "properties": dict.fromkeys(keys, probability),
+            "required": keys,
+            "additionalProperties": False,
+        },
+    }
+    predictions = {
+        "type": "array",
+        "description": "The most probable class of each row",
+        "items": {"enum": model.classes},
+    }
+    return _object({"predictions": predictions, "probabilities": probabilities, "model_version": version})
+
+
+def _card_feature() -> dict[str, Any]:
+    return _object(
+        {"name": {"type": "string"}, "kind": {"enum": [NUMBER, CATEGORY]}, "nullable": {"type": "boolean"}},
+        optional={
+            "categories": {"type": "array"},
+            "accepts_unknown": {"type": "boolean"},
+            "dtype": {"type": "string"},
+        },
+    )
 
 
 def _v2_schemas(model: LoadedModel, max_rows: int) -> dict[str, Any]:
@@ -503,7 +542,8 @@ def _ints() -> dict[str, Any]:
 
 
 def _example(model: LoadedModel) -> dict[str, Any]:
-    return {"instances": [[1.0] * len(model.feature_names)]}
+    """One row: 1 for each number, the first category of each category."""
+    return {"instances": [[feature.categories[0] if feature.categories else 1 for feature in model.features]]}
 
 
 def _v2_example(model: LoadedModel) -> dict[str, Any]:

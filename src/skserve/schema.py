@@ -1,9 +1,11 @@
-"""Turning an untrusted /predict body into a float64 matrix in the model's feature order."""
+"""Untrusted rows, checked against the model's typed features, made its input as training presented it."""
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
+from functools import lru_cache
 from itertools import chain
 from typing import Any, NoReturn
 
@@ -11,10 +13,11 @@ import numpy as np
 import orjson
 
 from skserve.errors import InvalidInput, PayloadTooLarge
+from skserve.features import NUMBER, Feature, is_plain_numeric
 
 REQUIRED_FORMAT = (
-    'expected a JSON object {"instances": [row, ...]} where each row is a list of numbers in '
-    "feature order or an object mapping every feature name to a number"
+    'expected a JSON object {"instances": [row, ...]} where each row is a list of values in '
+    "feature order or an object mapping every feature name to its value"
 )
 
 
@@ -38,8 +41,8 @@ def parse_json(body: bytes) -> Any:
         raise InvalidInput(f"request body is not valid JSON: {error}") from None
 
 
-def rows_to_matrix(payload: Any, features: Sequence[str], max_rows: int) -> np.ndarray:
-    """Validate a parsed /predict payload and return its rows as a (n_rows, n_features) array."""
+def rows_to_matrix(payload: Any, features: Sequence[Feature], max_rows: int) -> np.ndarray:
+    """Validate a parsed /predict payload and return its rows as `rows_of_values` does."""
     if not isinstance(payload, dict):
         raise InvalidInput(f"{REQUIRED_FORMAT}; got {json_type(payload)}")
     if set(payload) != {"instances"}:
@@ -54,29 +57,161 @@ def rows_to_matrix(payload: Any, features: Sequence[str], max_rows: int) -> np.n
     return rows_of_values(instances, features, max_rows)
 
 
-def rows_of_values(instances: list[Any], features: Sequence[str], max_rows: int) -> np.ndarray:
+def rows_of_values(instances: list[Any], features: Sequence[Feature], max_rows: int) -> np.ndarray:
     """Validate a non-empty list of rows (lists in feature order, or objects keyed by feature name)
-    and return them as a finite (n_rows, n_features) float64 array; /predict and /v2 share it."""
+    against the typed features, and return them as training presented them; /predict and /v2 share it.
+
+    When every feature is a number: a (n_rows, n_features) float64 array, NaN for a missing value.
+    Otherwise an object array of the same shape: Python floats in number columns, the category (text,
+    or the card's number) in category columns, and NaN for a missing value in either.
+    """
     if len(instances) > max_rows:
         raise PayloadTooLarge(f"{len(instances)} rows sent; at most {max_rows} rows per request")
+    if _plain_floats(features) and _lists_of_numbers(instances, len(features)):
+        return _finite_matrix(instances, features)
+    rows = [_row_list(index, row, features) for index, row in enumerate(instances)]
+    columns = [
+        _column(feature, values) for feature, values in zip(features, zip(*rows, strict=True), strict=True)
+    ]
+    if any(column is None for column in columns):
+        _refuse_first_bad_value(rows, features)
+    if all(feature.kind == NUMBER for feature in features):
+        return np.stack(columns, axis=1)  # type: ignore[arg-type]  # none is None now
+    matrix = np.empty((len(rows), len(features)), dtype=object)
+    for index, column in enumerate(columns):
+        matrix[:, index] = column.tolist() if isinstance(column, np.ndarray) else column
+    return matrix
+
+
+def _plain_floats(features: Sequence[Feature]) -> bool:
+    """Every feature a number that must be present, and a float: any finite float64 will do."""
+    return is_plain_numeric(features) and not any(map(takes_integers, features))
+
+
+def _finite_matrix(rows: list[list[Any]], features: Sequence[Feature]) -> np.ndarray:
+    """Rows of `len(features)` ints and floats as a float64 array, refusing what overflows."""
     width = len(features)
-    if _lists_of_numbers(instances, width):
-        matrix = instances
-    else:  # checked row by row, to say which row and feature is wrong
-        matrix = [_row_values(index, row, features) for index, row in enumerate(instances)]
     try:
-        # Every row holds `width` numbers now: fromiter fills the array in one pass, where
-        # np.array would first discover the shape and types (18 us against 11 us for 100 rows).
-        values = np.fromiter(chain.from_iterable(matrix), np.float64, count=len(matrix) * width)
+        # fromiter fills the array in one pass, where np.array would first discover the shape and
+        # types (18 us against 11 us for 100 rows).
+        values = np.fromiter(chain.from_iterable(rows), np.float64, count=len(rows) * width)
     except OverflowError:
         raise InvalidInput("a value is too large for a 64-bit float") from None
-    rows = values.reshape(len(matrix), width)
-    if not np.isfinite(rows).all():
-        index, column = np.argwhere(~np.isfinite(rows))[0]
+    matrix = values.reshape(len(rows), width)
+    if not np.isfinite(matrix).all():
+        index, column = np.argwhere(~np.isfinite(matrix))[0]
         raise InvalidInput(
-            f"row {index}, feature {features[column]!r}: value is too large for a 64-bit float"
+            f"row {index}, feature {features[column].name!r}: value is too large for a 64-bit float"
         )
-    return rows
+    return matrix
+
+
+def _column(feature: Feature, values: tuple[Any, ...]) -> np.ndarray | list[Any] | None:
+    """One feature's values as the model takes them, or None if any is wrong (then
+    `_value_problem` says which): the whole column is judged by C loops over its set of types."""
+    types = set(map(type, values))
+    missing = type(None) in types
+    if missing and not feature.nullable:
+        return None
+    types.discard(type(None))
+    if not _value_types(feature).issuperset(types):
+        return None
+    if feature.kind == NUMBER:
+        return _number_column(feature, values, missing)
+    known = _known_categories(feature)
+    if not feature.accepts_unknown and not known.keys() >= set(values) - {None}:
+        return None
+    # The card's own value for a numeric category (2 for a JSON 2.0), as training presented it.
+    return [np.nan if value is None else known.get(value, value) for value in values]
+
+
+def _number_column(feature: Feature, values: tuple[Any, ...], missing: bool) -> np.ndarray | None:
+    numbers = (math.nan if value is None else value for value in values) if missing else values
+    try:
+        column = np.fromiter(numbers, np.float64, count=len(values))
+    except OverflowError:
+        return None
+    if np.isinf(column).any() or (takes_integers(feature) and not _all_integers(column)):
+        return None
+    return column
+
+
+def _value_problem(feature: Feature, value: Any) -> str | None:
+    """What is wrong with one value of `feature`, or None; `_column` judges whole columns alike."""
+    if value is None:
+        return None if feature.nullable else f"expected {_expected(feature)}, got null"
+    # bool is a subclass of int; a JSON true is not a measurement, so exact types only.
+    if type(value) not in _value_types(feature):
+        return f"expected {_expected(feature)}, got {json_type(value)}"
+    if feature.kind == NUMBER:
+        return _number_problem(feature, value)
+    if not feature.accepts_unknown and value not in _known_categories(feature):
+        return f"expected one of its categories {_few(feature.categories)}, got {shorten(value)}"
+    return None
+
+
+def _number_problem(feature: Feature, value: float) -> str | None:
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if math.isinf(number):
+        return "value is too large for a 64-bit float"
+    if takes_integers(feature) and not number.is_integer():
+        return f"expected {_expected(feature)}, got a number with a fraction"
+    return None
+
+
+def _value_types(feature: Feature) -> frozenset[type]:
+    """The Python types of the JSON values a present value of `feature` may take."""
+    return _NUMBER_TYPES if feature.kind == NUMBER or feature.numeric_categories else _TEXT_TYPES
+
+
+def _refuse_first_bad_value(rows: list[list[Any]], features: Sequence[Feature]) -> NoReturn:
+    for index, row in enumerate(rows):
+        for feature, value in zip(features, row, strict=True):
+            problem = _value_problem(feature, value)
+            if problem is not None:
+                raise InvalidInput(f"row {index}, feature {feature.name!r}: {problem}")
+    raise AssertionError("a column was refused but none of its values is wrong")  # pragma: no cover
+
+
+def _expected(feature: Feature) -> str:
+    if feature.kind == NUMBER:
+        kind = (
+            f"an integer (the model was fitted on {feature.dtype})" if takes_integers(feature) else "a number"
+        )
+    else:
+        kind = f"a category as {'a number' if feature.numeric_categories else 'text'}"
+    return f"{kind} or null" if feature.nullable else kind
+
+
+def takes_integers(feature: Feature) -> bool:
+    """Whether the estimator was fitted on an integer dtype, which a fraction would be cut to fit."""
+    return feature.dtype is not None and feature.dtype.lower().lstrip("u").startswith("int")
+
+
+def _all_integers(column: np.ndarray) -> bool:
+    present = column[~np.isnan(column)]
+    return bool((present == np.floor(present)).all())
+
+
+@lru_cache(maxsize=256)
+def _known_categories(feature: Feature) -> dict[Any, Any]:
+    """The feature's categories, each mapped to itself: a JSON 2.0 finds the card's 2."""
+    return {value: value for value in feature.categories}
+
+
+def _few(categories: Sequence[Any]) -> str:
+    more = f" and {len(categories) - 5} more" if len(categories) > 5 else ""
+    return f"[{', '.join(map(shorten, categories[:5]))}]{more}"
+
+
+def shorten(value: Any) -> str:
+    """A value for a message: text quoted and cut short, so a message never echoes a whole body."""
+    if isinstance(value, str):
+        return repr(value[:40] + "..." if len(value) > 40 else value)
+    return repr(value)
 
 
 def tensor_rows(data: Any, shape: Any, n_features: int) -> list[Any]:
@@ -124,7 +259,8 @@ def json_type(value: Any) -> str:
     return "an object"
 
 
-_NUMBER_TYPES = frozenset({int, float})
+_NUMBER_TYPES: frozenset[type] = frozenset({int, float})
+_TEXT_TYPES: frozenset[type] = frozenset({str})
 
 
 def _lists_of_numbers(rows: list[Any], width: int) -> bool:
@@ -137,26 +273,23 @@ def _lists_of_numbers(rows: list[Any], width: int) -> bool:
     )
 
 
-def _row_values(index: int, row: Any, features: Sequence[str]) -> list[Any]:
+def _row_list(index: int, row: Any, features: Sequence[Feature]) -> list[Any]:
+    """A row's values in feature order, once its shape is checked (its values are not, yet)."""
     if isinstance(row, list):
         if len(row) != len(features):
-            raise InvalidInput(
-                f"row {index}: expected {len(features)} values in the order {list(features)}, got {len(row)}"
-            )
-        values = row
-    elif isinstance(row, dict):
-        if row.keys() != set(features):
-            _refuse_keys(index, row, features)
-        values = [row[name] for name in features]
-    else:
-        raise InvalidInput(f"row {index}: expected an array or an object, got {json_type(row)}")
-    for column, value in enumerate(values):
-        # bool is a subclass of int; a JSON true is not a measurement, so exact types only.
-        if type(value) is not float and type(value) is not int:
-            raise InvalidInput(
-                f"row {index}, feature {features[column]!r}: expected a number, got {json_type(value)}"
-            )
-    return values
+            expected = f"expected {len(features)} values in the order {_names(features)}"
+            raise InvalidInput(f"row {index}: {expected}, got {len(row)}")
+        return row
+    if isinstance(row, dict):
+        names = _names(features)
+        if row.keys() != set(names):
+            _refuse_keys(index, row, names)
+        return [row[name] for name in names]
+    raise InvalidInput(f"row {index}: expected an array or an object, got {json_type(row)}")
+
+
+def _names(features: Sequence[Feature]) -> list[str]:
+    return [feature.name for feature in features]
 
 
 def _refuse_keys(index: int, row: dict[str, Any], features: Sequence[str]) -> NoReturn:

@@ -82,7 +82,7 @@ def model_ready(name: str, version: str | None = None) -> Response:
 def infer(name: str, version: str | None = None) -> Response:
     model = served_model(name, version)
     inference = parse_inference_request(read_inference_body(), len(model.feature_names))
-    rows = rows_of_values(inference.rows, model.feature_names, current_app.config["MAX_ROWS"])
+    rows = rows_of_values(inference.rows, model.features, current_app.config["MAX_ROWS"])
     prediction = web.predict_rows(rows)  # the /predict view's path, micro-batching included
     metrics.observe_predictions(prediction.labels)
     body: dict[str, Any] = {"model_name": model.name, "model_version": model.version}
@@ -224,6 +224,8 @@ def encode_output(name: str, prediction: Prediction, model: LoadedModel) -> dict
         datatype = label_datatype(classes(model))
         labels = prediction.labels if datatype == "INT64" else [str(label) for label in prediction.labels]
         return {"name": PREDICT, "datatype": datatype, "shape": [n_rows], "data": labels}
+    if prediction.probabilities is None:  # a regressor's prediction
+        raise InvalidInput(f"output {PREDICT_PROBA!r} is for classifiers; this model is a regressor")
     data = prediction.probabilities.ravel().tolist()
     return {"name": PREDICT_PROBA, "datatype": "FP64", "shape": [n_rows, len(classes(model))], "data": data}
 

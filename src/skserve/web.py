@@ -70,7 +70,7 @@ def init_batching(app: Flask) -> None:
     """Give the app its Batcher unless BATCHING is off; its thread starts with the first request."""
     if app.config["BATCHING"]:
         app.extensions[BATCHER_EXTENSION] = Batcher(
-            loaded_model(app).probabilities,
+            loaded_model(app).outputs,
             max_rows=int(app.config["MAX_BATCH_ROWS"]),
             max_wait_s=float(app.config["BATCH_WAIT_MS"]) / 1000,
             on_batch=metrics.observe_batch,
