@@ -95,8 +95,8 @@ docker-base: ## Build the registry-free base image LOCAL_BASE (default skserve-b
 docker-test: $(INSTALLED) ## Run only the tests that build and run the image on the real Docker engine
 	$(VENV)/bin/pytest -m docker
 
-docker-lint: $(INSTALLED) ## Check the Dockerfile with hadolint
-	$(VENV)/bin/hadolint Dockerfile
+docker-lint: $(INSTALLED) ## Check the Dockerfiles (the image's and deploy/prometheus's) with hadolint
+	$(VENV)/bin/hadolint Dockerfile deploy/prometheus/Dockerfile
 
 # `make lint` checks the Dockerfile too.
 lint: docker-lint

@@ -98,6 +98,16 @@ def spawn(
     return LiveServer(process, f"http://127.0.0.1:{port}", log_path)
 
 
+def failed_start(model_dir: Path, log_path: Path, **env: str) -> tuple[int, str]:
+    """Start a server that is expected to refuse to start: its exit status and its log."""
+    server = spawn(model_dir, log_path, **env)
+    try:
+        exit_status = server.process.wait(START_TIMEOUT_S)
+    finally:
+        server.stop()
+    return exit_status, server.log()
+
+
 def wait_ready(server: LiveServer, timeout: float = START_TIMEOUT_S) -> float:
     """Poll /ready until it answers 200; return the seconds it took. Raises if the server dies."""
     started = time.monotonic()
@@ -111,14 +121,6 @@ def wait_ready(server: LiveServer, timeout: float = START_TIMEOUT_S) -> float:
             pass
         time.sleep(0.05)
     raise RuntimeError(f"server not ready after {timeout} s:\n{server.log()}")
-
-
-def exit_status(server: LiveServer, timeout: float = START_TIMEOUT_S) -> int:
-    """The exit status of a server that must stop by itself (it is stopped if it does not)."""
-    try:
-        return server.process.wait(timeout)
-    finally:
-        server.stop()
 
 
 @contextmanager

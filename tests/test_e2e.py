@@ -15,7 +15,7 @@ import pytest
 
 from skserve.artifact import MODEL_FILE, read_card
 from skserve.features import features_from_card
-from tests.live_server import REPO, LiveServer, exit_status, running, spawn
+from tests.live_server import REPO, LiveServer, failed_start, running
 from tests.typed_models import presented
 
 pytestmark = pytest.mark.e2e
@@ -111,10 +111,8 @@ def test_a_bad_artifact_stops_start_up_before_the_port_opens(
             (model_dir / path.name).write_bytes(path.read_bytes())
         with (model_dir / MODEL_FILE).open("ab") as stream:
             stream.write(b"\0")
-    server = spawn(model_dir, tmp_path / "server.log")
-    status = exit_status(server)
-    log = server.log()
-    assert status != 0
+    exit_status, log = failed_start(model_dir, tmp_path / "server.log")
+    assert exit_status != 0
     assert message in log
     assert "Traceback" not in log
     assert "Listening at" not in log

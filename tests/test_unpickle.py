@@ -35,7 +35,7 @@ from skserve.artifact import CARD_FILE, MODEL_FILE, read_card, sha256_of
 from skserve.model import ArtifactError, LoadedModel
 from skserve.unpickle import ALLOWED, DENIED, TRUSTED_PACKAGES, UnsafePickle, _denied, load, trusted_global
 from tests.conftest import PENGUINS_CSV, save_model
-from tests.live_server import exit_status, spawn
+from tests.live_server import failed_start
 
 RNG = np.random.default_rng(0)
 X = RNG.normal(size=(60, 4))
@@ -283,9 +283,7 @@ def test_gunicorn_refuses_the_crafted_artifact_with_one_line_and_exit_1(
     crafted: tuple[Path, Path, Path], tmp_path: Path
 ) -> None:
     directory, written, touched = crafted
-    server = spawn(directory, tmp_path / "server.log")
-    status = exit_status(server)
-    log = server.log()
+    status, log = failed_start(directory, tmp_path / "server.log")
     assert status == 1
     assert f"refused to load {open.__module__}.open" in log
     assert "Traceback" not in log

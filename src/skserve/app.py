@@ -8,7 +8,7 @@ from typing import Any
 
 from flask import Flask
 
-from skserve import api, docs, metrics, openapi, request_log, v2, web
+from skserve import api, auth, docs, metrics, openapi, request_log, v2, web
 from skserve.model import LoadedModel
 
 DEFAULTS: dict[str, Any] = {
@@ -23,6 +23,9 @@ DEFAULTS: dict[str, Any] = {
     "BATCHING": True,
     "BATCH_WAIT_MS": 5.0,  # longest wait for more requests, and only after a batch of several
     "MAX_BATCH_ROWS": 1000,  # rows per model call; a larger request is scored alone
+    # API keys (skserve.auth): a file of keys makes /predict and V2 inference ask for one.
+    "API_KEYS_FILE": None,
+    "PROTECT_METRICS": False,  # True: /metrics asks for a key too (health and readiness never do)
 }
 
 
@@ -50,6 +53,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.extensions[web.MODEL_EXTENSION] = model
     web.init_batching(app)
     request_log.init_app(app, model.version)
+    auth.init_app(app)  # after request_log: a refused request is still timed, counted and logged
     metrics.init_app(app, model)
     app.register_blueprint(api.bp)
     app.register_blueprint(docs.bp)
