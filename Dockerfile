@@ -45,15 +45,27 @@ ARG TRAIN_SEED=42
 ARG TRAIN_DATA=""
 ARG TRAIN_TARGET=""
 ARG TRAIN_TASK=""
+# Or a model fitted elsewhere, packaged instead of training (`skserve package`): MODEL_FILE is its
+# joblib file and SAMPLE a CSV of rows it accepts, both inside the build context (build-image.sh
+# stages them there), TARGET the sample's column of true values. The sample stays in this stage.
+ARG MODEL_FILE=""
+ARG SAMPLE=""
+ARG TARGET=""
 
 COPY src/ src/
-COPY train.py ${TRAIN_DATA} ./
+COPY train.py ${TRAIN_DATA} ${MODEL_FILE} ${SAMPLE} ./
 # The artifact is made world-readable (it is written via mkstemp, mode 0600) and stays root-owned,
 # so the runtime user can read it but not change it.
 RUN set -eu; \
     if [ -n "$TRAIN_DATA" ]; then set -- --data "$(basename "$TRAIN_DATA")" --target "$TRAIN_TARGET"; fi; \
     if [ -n "$TRAIN_TASK" ]; then set -- "$@" --task "$TRAIN_TASK"; fi; \
-    python train.py --model "$TRAIN_MODEL" --seed "$TRAIN_SEED" --output models "$@"; \
+    if [ -n "$MODEL_FILE" ]; then \
+        set -- --sample "$(basename "$SAMPLE")"; \
+        if [ -n "$TARGET" ]; then set -- "$@" --target "$TARGET"; fi; \
+        PYTHONPATH=src python -m skserve.packaging "$(basename "$MODEL_FILE")" --output models "$@"; \
+    else \
+        python train.py --model "$TRAIN_MODEL" --seed "$TRAIN_SEED" --output models "$@"; \
+    fi; \
     chmod 0644 models/*; \
     python -m compileall -q src
 

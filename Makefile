@@ -3,6 +3,9 @@
 
 VENV ?= .venv
 PYTHON := $(VENV)/bin/python
+# Two stamps: RUNTIME is what serving and training need (requirements.txt and the package, for
+# `make run`); INSTALLED adds the development tools on top of it, in the same venv.
+RUNTIME := $(VENV)/.runtime
 INSTALLED := $(VENV)/.installed
 PORT ?= 8000
 MODEL_DIR ?= models
@@ -13,22 +16,27 @@ export PORT MODEL_DIR
 help: ## List the verbs and what they do
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-$(INSTALLED): requirements.txt requirements-dev.txt
+$(RUNTIME): requirements.txt pyproject.toml
 	python3 -m venv $(VENV)
+	$(PYTHON) -m pip install --quiet -r requirements.txt
+	$(PYTHON) -m pip install --quiet --no-deps --editable .
+	touch $@
+
+$(INSTALLED): $(RUNTIME) requirements-dev.txt
 	$(PYTHON) -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
-install: $(INSTALLED) ## Create .venv with the pinned runtime and development packages
+install: $(INSTALLED) ## Create .venv with skserve (editable), its pinned runtime and the development tools
 
-train: $(INSTALLED) ## Train on the bundled iris data into MODEL_DIR (options: ARGS="--data diabetes --model random_forest")
+train: $(RUNTIME) ## Train on the bundled iris data into MODEL_DIR (options: ARGS="--data diabetes --model random_forest")
 	$(PYTHON) train.py --output $(MODEL_DIR) $(ARGS)
 
-serve: $(INSTALLED) ## Serve the model in MODEL_DIR with gunicorn on PORT (default 8000)
-	$(VENV)/bin/gunicorn -c gunicorn.conf.py
+serve: $(RUNTIME) ## Serve the model in MODEL_DIR on PORT (default 8000) with `skserve serve` (gunicorn)
+	$(VENV)/bin/skserve serve $(MODEL_DIR)
 
-run: $(INSTALLED) ## Train if MODEL_DIR holds no model yet, then serve it
+run: $(RUNTIME) ## Install only what serving needs, train if MODEL_DIR holds no model yet, then serve it
 	@test -f $(MODEL_DIR)/model.json || $(PYTHON) train.py --output $(MODEL_DIR)
-	$(VENV)/bin/gunicorn -c gunicorn.conf.py
+	$(VENV)/bin/skserve serve $(MODEL_DIR)
 
 test: $(INSTALLED) ## Run every test: unit, API, end-to-end over gunicorn, and the Docker image
 	$(VENV)/bin/pytest --cov --cov-report=term
@@ -39,8 +47,9 @@ lint: $(INSTALLED) ## Check with ruff (lint and format) and mypy --strict
 	$(VENV)/bin/mypy
 
 clean: ## Remove the venv, caches and trained models
-	rm -rf $(VENV) bench/.peers .pytest_cache .mypy_cache .ruff_cache .hypothesis .coverage htmlcov
+	rm -rf $(VENV) bench/.peers tests/.peers .pytest_cache .mypy_cache .ruff_cache .hypothesis .coverage htmlcov
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+	rm -rf src/*.egg-info
 	find models -mindepth 1 ! -name .gitkeep -delete
 
 # ---------------------------------------------------------------------------------------------
@@ -52,6 +61,8 @@ clean: ## Remove the venv, caches and trained models
 # PIP_CERT (pip's own variable): when set, its CA bundle reaches pip in the build as a BuildKit
 #   secret, for TLS-intercepting proxies; it is never stored in a layer. `PIP_CERT=` turns it off.
 # TRAIN_MODEL, TRAIN_SEED, TRAIN_DATA (a CSV under data/), TRAIN_TARGET, TRAIN_TASK: training options.
+# MODEL_FILE (a fitted estimator saved with joblib.dump), SAMPLE (a CSV of rows it accepts) and
+#   optionally TARGET (the sample's column of true values): package that model instead of training.
 IMAGE ?= skserve:latest
 BASE_IMAGE ?= python:3.12-slim
 LOCAL_BASE ?= skserve-base:bookworm
@@ -62,12 +73,16 @@ TRAIN_SEED ?= 42
 TRAIN_DATA ?=
 TRAIN_TARGET ?=
 TRAIN_TASK ?=
+MODEL_FILE ?=
+SAMPLE ?=
+TARGET ?=
 
 .PHONY: docker-build docker-run docker-base docker-test docker-lint
 
-docker-build: ## Build the image IMAGE (default skserve:latest) on BASE_IMAGE; the model is trained inside
+docker-build: ## Build the image IMAGE on BASE_IMAGE; trains inside, or packages MODEL_FILE with SAMPLE [TARGET]
 	IMAGE='$(IMAGE)' BASE_IMAGE='$(BASE_IMAGE)' DOCKER_BUILD='$(DOCKER_BUILD)' PIP_CERT='$(PIP_CERT)' \
 	TRAIN_MODEL='$(TRAIN_MODEL)' TRAIN_SEED='$(TRAIN_SEED)' TRAIN_DATA='$(TRAIN_DATA)' TRAIN_TARGET='$(TRAIN_TARGET)' TRAIN_TASK='$(TRAIN_TASK)' \
+	MODEL_FILE='$(MODEL_FILE)' SAMPLE='$(SAMPLE)' TARGET='$(TARGET)' \
 	docker/build-image.sh $(DOCKER_BUILD_FLAGS)
 
 docker-run: docker-build ## Build if needed, then run IMAGE in the foreground on http://127.0.0.1:PORT (Ctrl-C stops)
@@ -80,8 +95,8 @@ docker-base: ## Build the registry-free base image LOCAL_BASE (default skserve-b
 docker-test: $(INSTALLED) ## Run only the tests that build and run the image on the real Docker engine
 	$(VENV)/bin/pytest -m docker
 
-docker-lint: $(INSTALLED) ## Check the Dockerfiles (the image's and the load balancer's) with hadolint
-	$(VENV)/bin/hadolint Dockerfile docker/haproxy.Dockerfile
+docker-lint: $(INSTALLED) ## Check the Dockerfiles (the image's, the load balancer's, deploy/prometheus's) with hadolint
+	$(VENV)/bin/hadolint Dockerfile docker/haproxy.Dockerfile deploy/prometheus/Dockerfile
 
 # `make lint` checks the Dockerfile too.
 lint: docker-lint

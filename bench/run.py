@@ -4,11 +4,13 @@ Trains the two benchmark models with train.py into a temporary directory, then f
 and model starts each server pinned to core 0 (gunicorn, one worker), drives it with wrk pinned
 to core 1 through bench/predict.lua, and measures start-up, memory and the in-process ceiling.
 Writes bench/results/latest.{md,json} and plot.png; exits 1 if any response was wrong or failed.
+Then benchmarks bulk scoring (bench/bulk_score.py, bench/results/bulk.md).
 
 Environment: BENCH_DURATION (seconds per load, default 5), BENCH_ROUNDS (default 3),
 BENCH_PEERS (comma list of optional extra servers: naive_proba, floor, bare, mlflow),
 BENCH_MODELS (default "pipeline,forest"), BENCH_QUIET_WAIT (seconds to wait for other sessions'
-CPU work to stop before each server, default 20), BENCH_SERVER_CORE (0, or 1 to swap the cores).
+CPU work to stop before each server, default 20), BENCH_SERVER_CORE (0, or 1 to swap the cores),
+BENCH_THREAD_POOLS (0 leaves out bench/thread_pools.py's measurement).
 """
 
 from __future__ import annotations
@@ -34,10 +36,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import bulk_score  # bench/ is on sys.path when run.py runs as a script
 import joblib
-import mlflow_peer  # bench/ is on sys.path when run.py runs as a script
+import mlflow_peer
 import numpy as np
 import sklearn
+import thread_pools
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 from sklearn.datasets import load_iris
@@ -1004,6 +1008,8 @@ def run(config: Config) -> int:
                 records.append(
                     {"round": round_no + 1, "model": model, "server": "ceiling", "metrics": ceiling}
                 )
+        # HistGradientBoosting with 2 workers: thread pools of the host's size against each worker's share.
+        thread_pools.run_thread_pools(config, work, failures)
     add_totals(records)
     meta = {
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -1039,7 +1045,8 @@ def run(config: Config) -> int:
 
 def main() -> int:
     check_tools()
-    return run(Config.from_env())
+    status = run(Config.from_env())
+    return bulk_score.run() or status
 
 
 if __name__ == "__main__":

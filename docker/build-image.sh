@@ -7,6 +7,8 @@
 #   IMAGE          tag to build (default skserve:latest)
 #   BASE_IMAGE     base of both stages (default: the Dockerfile's, python:3.12-slim)
 #   TRAIN_MODEL, TRAIN_SEED, TRAIN_DATA, TRAIN_TARGET, TRAIN_TASK   training options (see Dockerfile)
+#   MODEL_FILE, SAMPLE, TARGET   a fitted estimator's joblib file and a sample CSV, anywhere on this
+#                  machine, to package instead of training (`skserve package`); TARGET is optional.
 #   PIP_CERT       pip's CA bundle; when set, passed to the build as the BuildKit secret `pip-ca`
 #                  so pip trusts a TLS-intercepting proxy (never stored in a layer). Empty: none.
 #   DOCKER_BUILD   build command; empty picks one that has BuildKit (needed for RUN --mount):
@@ -41,17 +43,31 @@ read -r -a build <<<"${DOCKER_BUILD:-$(buildkit_command)}"
 
 args=(--tag "$image")
 [ -n "${BASE_IMAGE:-}" ] && args+=(--build-arg "BASE_IMAGE=$BASE_IMAGE")
-for name in TRAIN_MODEL TRAIN_SEED TRAIN_DATA TRAIN_TARGET TRAIN_TASK; do
+for name in TRAIN_MODEL TRAIN_SEED TRAIN_DATA TRAIN_TARGET TRAIN_TASK TARGET; do
     [ -n "${!name:-}" ] && args+=(--build-arg "$name=${!name}")
 done
+iidfile="$(mktemp)"
+staged=""
+trap 'rm -f "$iidfile"; [ -z "$staged" ] || rm -rf "$staged"' EXIT
+if [ -n "${MODEL_FILE:-}" ]; then
+    [ -n "${SAMPLE:-}" ] || { echo "build-image.sh: MODEL_FILE needs SAMPLE, a CSV of rows the model accepts" >&2; exit 1; }
+    for file in "$MODEL_FILE" "$SAMPLE"; do
+        [ -r "$file" ] || { echo "build-image.sh: $file is not a readable file" >&2; exit 1; }
+    done
+    # The files may be anywhere; the build sees only its context, so they are staged in it for
+    # this build (the .dockerignore allow-list lets .skserve-model-*/ in) and removed afterwards.
+    staged="$(mktemp -d "$context/.skserve-model-XXXXXX")"
+    cp "$MODEL_FILE" "$SAMPLE" "$staged/"
+    relative="${staged#"$context"/}"
+    args+=(--build-arg "MODEL_FILE=$relative/$(basename "$MODEL_FILE")")
+    args+=(--build-arg "SAMPLE=$relative/$(basename "$SAMPLE")")
+fi
 if [ -n "${PIP_CERT:-}" ]; then
     [ -r "$PIP_CERT" ] || { echo "build-image.sh: PIP_CERT=$PIP_CERT is not a readable file" >&2; exit 1; }
     args+=(--secret "id=pip-ca,src=$PIP_CERT")
 fi
 
 previous="$(docker image inspect --format '{{.Id}}' "$image" 2>/dev/null || true)"
-iidfile="$(mktemp)"
-trap 'rm -f "$iidfile"' EXIT
 "${build[@]}" "${args[@]}" --iidfile "$iidfile" "$@" "$context"
 unlabelled="$(cat "$iidfile")"
 
