@@ -283,3 +283,33 @@ def test_the_typed_request_schema_accepts_exactly_what_the_server_accepts(
     else:
         server_says = True
     assert schema_says == server_says, json.dumps(payload)
+
+
+def test_the_v2_schemas_follow_the_typed_features_and_the_task(
+    mixed_app: Flask, mixed_document: dict[str, Any], mixed_classifier_dir: Path, mixed_regressor_dir: Path
+) -> None:
+    row = dict(zip(PENGUIN_NAMES, ["Dream", 46.5, None, 192, 3500, "female", 2007], strict=True))
+    features = features_from_card(read_card(mixed_classifier_dir))
+    tensors = [
+        {
+            "name": f.name,
+            "datatype": "BYTES" if f.kind == "category" else "FP64",
+            "shape": [1],
+            "data": [row[f.name]],
+        }
+        for f in reversed(features)
+    ]
+    request = {"inputs": tensors}
+    assert validator(mixed_document, "V2InferenceRequest").is_valid(request)
+    assert not validator(mixed_document, "V2InferenceRequest").is_valid({"inputs": tensors[1:]})
+    wrong = [{**tensor, "data": [7]} if tensor["name"] == "island" else tensor for tensor in tensors]
+    assert not validator(mixed_document, "V2InferenceRequest").is_valid({"inputs": wrong})
+    name = loaded_model(mixed_app).name
+    response = mixed_app.test_client().post(f"/v2/models/{name}/infer", json=request)
+    assert response.status_code == 200
+    assert validator(mixed_document, "V2InferenceResponse").is_valid(response.get_json())
+    regressor = create_app({"TESTING": True, "MODEL_DIR": str(mixed_regressor_dir)}).test_client()
+    schemas = regressor.get("/openapi.json").get_json()["components"]["schemas"]
+    assert schemas["V2InferenceResponse"]["properties"]["outputs"]["items"]["properties"]["name"] == {
+        "enum": ["predict"]
+    }

@@ -13,7 +13,14 @@ from skserve import auth
 from skserve.features import CATEGORY, INPUTS, NUMBER, REGRESSION, TASKS, Feature
 from skserve.model import LoadedModel
 from skserve.schema import takes_integers
-from skserve.v2_protocol import INPUT_DATATYPE, INPUT_NAME, OUTPUTS, UNSUPPORTED_INPUT_PARAMETERS
+from skserve.v2_protocol import (
+    INPUT_DATATYPE,
+    INPUT_NAME,
+    UNSUPPORTED_INPUT_PARAMETERS,
+    feature_datatype,
+    model_outputs,
+    takes_one_tensor,
+)
 from skserve.web import json_response, loaded_model
 
 bp = Blueprint("openapi", __name__)
@@ -380,7 +387,8 @@ def _v2_schemas(model: LoadedModel, max_rows: int) -> dict[str, Any]:
     number = _number()
     parameters = {"type": ["object", "null"], "description": "Accepted and ignored"}
     tensor_metadata = _object({"name": {"type": "string"}, "datatype": {"type": "string"}, "shape": _ints()})
-    requested_output = _object({"name": {"enum": list(OUTPUTS)}}, optional={"parameters": parameters})
+    outputs = list(model_outputs(model))
+    requested_output = _object({"name": {"enum": outputs}}, optional={"parameters": parameters})
     return {
         "V2ServerMetadata": _object(
             {"name": {"type": "string"}, "version": {"type": "string"}, "extensions": _strings()}
@@ -403,13 +411,10 @@ def _v2_schemas(model: LoadedModel, max_rows: int) -> dict[str, Any]:
             "additionalProperties": False,
             "properties": {
                 "id": {"type": ["string", "null"], "description": "Echoed in the response"},
+                "model_name": {"const": model.name},
+                "model_version": {"const": model.version},
                 "parameters": parameters,
-                "inputs": {
-                    "type": "array",
-                    "minItems": 1,
-                    "maxItems": 1,
-                    "items": _ref("V2InputTensor"),
-                },
+                "inputs": _v2_inputs(model, max_rows),
                 "outputs": {
                     "type": ["array", "null"],
                     "description": "The outputs to return, each at most once; all of them if none",
@@ -420,7 +425,7 @@ def _v2_schemas(model: LoadedModel, max_rows: int) -> dict[str, Any]:
                             "minContains": 0,
                             "maxContains": 1,
                         }
-                        for output in OUTPUTS
+                        for output in outputs
                     ],
                 },
             },
@@ -480,7 +485,7 @@ def _v2_schemas(model: LoadedModel, max_rows: int) -> dict[str, Any]:
                     "type": "array",
                     "items": _object(
                         {
-                            "name": {"enum": list(OUTPUTS)},
+                            "name": {"enum": outputs},
                             "datatype": {"type": "string"},
                             "shape": _ints(),
                             "data": {"type": "array"},
@@ -493,6 +498,44 @@ def _v2_schemas(model: LoadedModel, max_rows: int) -> dict[str, Any]:
             {"error": {"type": "string", "description": "What was expected, what arrived"}},
             optional={"request_id": _REQUEST_ID},
         ),
+    }
+
+
+def _v2_inputs(model: LoadedModel, max_rows: int) -> dict[str, Any]:
+    """One [n] tensor per feature in any order, or (when every feature is FP64) the one [n, k] tensor."""
+    per_feature = {
+        "type": "array",
+        "items": {"oneOf": [_feature_tensor(feature, max_rows) for feature in model.features]},
+        "minItems": len(model.features),
+        "maxItems": len(model.features),
+    }
+    if not takes_one_tensor(model):
+        return {**per_feature, "description": "One [n] tensor per feature, named by it"}
+    one_tensor = {"type": "array", "items": _ref("V2InputTensor"), "minItems": 1, "maxItems": 1}
+    return {
+        "description": f"One [n] tensor per feature, named by it, or the one {INPUT_NAME!r} tensor",
+        "oneOf": [one_tensor, per_feature],
+    }
+
+
+def _feature_tensor(feature: Feature, max_rows: int) -> dict[str, Any]:
+    """One feature's V2 input tensor: its name, datatype, shape [n] and n values of its type."""
+    return {
+        "type": "object",
+        "required": ["name", "shape", "datatype", "data"],
+        "properties": {
+            "name": {"const": feature.name},
+            "datatype": {"const": feature_datatype(feature)},
+            "shape": {
+                "type": "array",
+                "prefixItems": [{"type": "integer", "minimum": 1, "maximum": max_rows, "title": "rows"}],
+                "items": False,
+                "minItems": 1,
+            },
+            "parameters": {"type": ["object", "null"]},
+            "data": {"type": "array", "minItems": 1, "items": _value(feature)},
+        },
+        "additionalProperties": False,
     }
 
 
