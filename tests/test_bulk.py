@@ -20,7 +20,7 @@ from skserve.artifact import MODEL_FILE
 from skserve.bulk import Chunk, ScoringError, score_csv
 from skserve.model import LoadedModel
 from tests.live_server import REPO
-from tests.test_packaging import customers, mixed_pipeline
+from tests.test_packaging import customers, mixed_pipeline, run_module
 
 HEADER = "sepal length (cm),sepal width (cm),petal length (cm),petal width (cm)"
 
@@ -141,14 +141,7 @@ def test_a_file_that_is_not_the_models_csv_is_refused(model: LoadedModel, data: 
 
 
 def score_cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "skserve.bulk", *map(str, args)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=False,
-        env={"PYTHONPATH": str(REPO / "src"), "PATH": ""},
-    )
+    return run_module("skserve.bulk", *args)
 
 
 def test_the_cli_writes_the_predictions_file(model: LoadedModel, model_dir: Path, tmp_path: Path) -> None:

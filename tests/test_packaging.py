@@ -65,15 +65,20 @@ def array_forest() -> RandomForestClassifier:
     return RandomForestClassifier(n_estimators=10, random_state=0).fit(X, (X[:, 0] > 0).astype(int))
 
 
-def package_cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
+def run_module(module: str, *args: str | Path) -> subprocess.CompletedProcess[str]:
+    """`python -m module args` as a user runs it, with only src/ on the path."""
     return subprocess.run(
-        [sys.executable, "-m", "skserve.packaging", *map(str, args)],
+        [sys.executable, "-m", module, *map(str, args)],
         cwd=REPO,
         capture_output=True,
         text=True,
         check=False,
         env={"PYTHONPATH": str(REPO / "src"), "PATH": ""},
     )
+
+
+def package_cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return run_module("skserve.packaging", *args)
 
 
 def card_features(card: dict[str, Any]) -> dict[str, dict[str, Any]]:
