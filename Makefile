@@ -3,6 +3,9 @@
 
 VENV ?= .venv
 PYTHON := $(VENV)/bin/python
+# Two stamps: RUNTIME is what serving and training need (requirements.txt and the package, for
+# `make run`); INSTALLED adds the development tools on top of it, in the same venv.
+RUNTIME := $(VENV)/.runtime
 INSTALLED := $(VENV)/.installed
 PORT ?= 8000
 MODEL_DIR ?= models
@@ -13,22 +16,27 @@ export PORT MODEL_DIR
 help: ## List the verbs and what they do
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-$(INSTALLED): requirements.txt requirements-dev.txt
+$(RUNTIME): requirements.txt pyproject.toml
 	python3 -m venv $(VENV)
+	$(PYTHON) -m pip install --quiet -r requirements.txt
+	$(PYTHON) -m pip install --quiet --no-deps --editable .
+	touch $@
+
+$(INSTALLED): $(RUNTIME) requirements-dev.txt
 	$(PYTHON) -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
-install: $(INSTALLED) ## Create .venv with the pinned runtime and development packages
+install: $(INSTALLED) ## Create .venv with skserve (editable), its pinned runtime and the development tools
 
-train: $(INSTALLED) ## Train on the bundled iris data into MODEL_DIR (options: ARGS="--data diabetes --model random_forest")
+train: $(RUNTIME) ## Train on the bundled iris data into MODEL_DIR (options: ARGS="--data diabetes --model random_forest")
 	$(PYTHON) train.py --output $(MODEL_DIR) $(ARGS)
 
-serve: $(INSTALLED) ## Serve the model in MODEL_DIR with gunicorn on PORT (default 8000)
-	$(VENV)/bin/gunicorn -c gunicorn.conf.py
+serve: $(RUNTIME) ## Serve the model in MODEL_DIR on PORT (default 8000) with `skserve serve` (gunicorn)
+	$(VENV)/bin/skserve serve $(MODEL_DIR)
 
-run: $(INSTALLED) ## Train if MODEL_DIR holds no model yet, then serve it
+run: $(RUNTIME) ## Install only what serving needs, train if MODEL_DIR holds no model yet, then serve it
 	@test -f $(MODEL_DIR)/model.json || $(PYTHON) train.py --output $(MODEL_DIR)
-	$(VENV)/bin/gunicorn -c gunicorn.conf.py
+	$(VENV)/bin/skserve serve $(MODEL_DIR)
 
 test: $(INSTALLED) ## Run every test: unit, API, end-to-end over gunicorn, and the Docker image
 	$(VENV)/bin/pytest --cov --cov-report=term
@@ -39,8 +47,9 @@ lint: $(INSTALLED) ## Check with ruff (lint and format) and mypy --strict
 	$(VENV)/bin/mypy
 
 clean: ## Remove the venv, caches and trained models
-	rm -rf $(VENV) bench/.peers .pytest_cache .mypy_cache .ruff_cache .hypothesis .coverage htmlcov
+	rm -rf $(VENV) bench/.peers tests/.peers .pytest_cache .mypy_cache .ruff_cache .hypothesis .coverage htmlcov
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+	rm -rf src/*.egg-info
 	find models -mindepth 1 ! -name .gitkeep -delete
 
 # ---------------------------------------------------------------------------------------------
@@ -86,8 +95,8 @@ docker-base: ## Build the registry-free base image LOCAL_BASE (default skserve-b
 docker-test: $(INSTALLED) ## Run only the tests that build and run the image on the real Docker engine
 	$(VENV)/bin/pytest -m docker
 
-docker-lint: $(INSTALLED) ## Check the Dockerfile with hadolint
-	$(VENV)/bin/hadolint Dockerfile
+docker-lint: $(INSTALLED) ## Check the Dockerfiles (the image's and deploy/prometheus's) with hadolint
+	$(VENV)/bin/hadolint Dockerfile deploy/prometheus/Dockerfile
 
 # `make lint` checks the Dockerfile too.
 lint: docker-lint

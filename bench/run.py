@@ -9,7 +9,8 @@ Then benchmarks bulk scoring (bench/bulk_score.py, bench/results/bulk.md).
 Environment: BENCH_DURATION (seconds per load, default 5), BENCH_ROUNDS (default 3),
 BENCH_PEERS (comma list of optional extra servers: naive_proba, floor, bare, mlflow),
 BENCH_MODELS (default "pipeline,forest"), BENCH_QUIET_WAIT (seconds to wait for other sessions'
-CPU work to stop before each server, default 20), BENCH_SERVER_CORE (0, or 1 to swap the cores).
+CPU work to stop before each server, default 20), BENCH_SERVER_CORE (0, or 1 to swap the cores),
+BENCH_THREAD_POOLS (0 leaves out bench/thread_pools.py's measurement).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ import joblib
 import mlflow_peer
 import numpy as np
 import sklearn
+import thread_pools
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 from sklearn.datasets import load_iris
@@ -1006,6 +1008,8 @@ def run(config: Config) -> int:
                 records.append(
                     {"round": round_no + 1, "model": model, "server": "ceiling", "metrics": ceiling}
                 )
+        # HistGradientBoosting with 2 workers: thread pools of the host's size against each worker's share.
+        thread_pools.run_thread_pools(config, work, failures)
     add_totals(records)
     meta = {
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -11,7 +11,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,8 +73,18 @@ def free_port() -> int:
         return port
 
 
-def spawn(model_dir: Path, log_path: Path, workers: int = 1, **env: str) -> LiveServer:
-    """Start gunicorn as `make serve` does, bound to 127.0.0.1, without waiting for it."""
+SERVE = (str(GUNICORN), "-c", "gunicorn.conf.py")  # what `make serve` runs
+
+
+def spawn(
+    model_dir: Path,
+    log_path: Path,
+    workers: int = 1,
+    command: Sequence[str] = SERVE,
+    cwd: Path = REPO,
+    **env: str,
+) -> LiveServer:
+    """Start gunicorn with `command` (as `make serve` does), bound to 127.0.0.1, without waiting for it."""
     port = free_port()
     environment = {
         **os.environ,
@@ -84,10 +94,18 @@ def spawn(model_dir: Path, log_path: Path, workers: int = 1, **env: str) -> Live
         **env,
     }
     with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [str(GUNICORN), "-c", "gunicorn.conf.py"], cwd=REPO, env=environment, stdout=log, stderr=log
-        )
+        process = subprocess.Popen(list(command), cwd=cwd, env=environment, stdout=log, stderr=log)
     return LiveServer(process, f"http://127.0.0.1:{port}", log_path)
+
+
+def failed_start(model_dir: Path, log_path: Path, **env: str) -> tuple[int, str]:
+    """Start a server that is expected to refuse to start: its exit status and its log."""
+    server = spawn(model_dir, log_path, **env)
+    try:
+        exit_status = server.process.wait(START_TIMEOUT_S)
+    finally:
+        server.stop()
+    return exit_status, server.log()
 
 
 def wait_ready(server: LiveServer, timeout: float = START_TIMEOUT_S) -> float:
@@ -106,9 +124,16 @@ def wait_ready(server: LiveServer, timeout: float = START_TIMEOUT_S) -> float:
 
 
 @contextmanager
-def running(model_dir: Path, log_path: Path, workers: int = 1, **env: str) -> Iterator[LiveServer]:
+def running(
+    model_dir: Path,
+    log_path: Path,
+    workers: int = 1,
+    command: Sequence[str] = SERVE,
+    cwd: Path = REPO,
+    **env: str,
+) -> Iterator[LiveServer]:
     """A ready server for the duration of the block, stopped (by its own PID) afterwards."""
-    server = spawn(model_dir, log_path, workers, **env)
+    server = spawn(model_dir, log_path, workers, command, cwd, **env)
     try:
         wait_ready(server)
         yield server

@@ -19,9 +19,9 @@ from hypothesis import strategies as st
 from skserve import create_app
 from skserve.api import probability_objects
 from skserve.artifact import MODEL_FILE, read_card
-from skserve.features import CLASSIFICATION, REGRESSION
+from skserve.features import CATEGORY, Feature, features_from_card
 from tests.conftest import SECRET_FAILURE
-from tests.typed_models import NAMES, save_mixed_model
+from tests.typed_models import PENGUIN_COLUMNS, presented
 
 ROWS = [[5.1, 3.5, 1.4, 0.2], [6.2, 2.9, 4.3, 1.3], [7.7, 3.0, 6.1, 2.3]]
 FEATURES = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]
@@ -187,98 +187,112 @@ def test_the_app_is_built_from_environment_settings(model_dir: Path, monkeypatch
     assert_error(response, 413, "payload_too_large", "at most 1 rows")
 
 
-@pytest.fixture(scope="module")
-def mixed_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_mixed_model(tmp_path_factory.mktemp("mixed"), CLASSIFICATION)
-
-
-@pytest.fixture(scope="module")
-def regression_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_mixed_model(tmp_path_factory.mktemp("regression"), REGRESSION)
-
-
 def client_for(model_dir: Path) -> FlaskClient:
     return create_app({"TESTING": True, "MODEL_DIR": str(model_dir)}).test_client()
 
 
-# Rows of the mixed model (typed_models.FEATURES), as a client sends them and as training presented them.
-TYPED_ROWS: list[Any] = [
-    [1.5, "red", 2, 3.0],
-    {"width": 7, "grade": 3.0, "colour": None, "length": None},
-    [9, "blue", 1, -1],
+def features_of(model_dir: Path) -> tuple[Feature, ...]:
+    return features_from_card(read_card(model_dir))
+
+
+# Penguins, for conftest's mixed models (rows of several kinds, some values missing).
+PENGUIN_VALUES: list[dict[str, Any]] = [
+    dict(zip(PENGUIN_COLUMNS, values, strict=True))
+    for values in [
+        ("Adelie", "Torgersen", 39.1, 18.7, 181, 3750, "male", 2007),
+        (None, None, None, 17.4, 186, None, None, 2008),
+        ("Gentoo", "Biscoe", 50.0, 15.2, 218, 5700, "female", None),
+    ]
 ]
 
 
-def presented(rows: list[Any]) -> np.ndarray:
-    matrix = np.empty((len(rows), len(NAMES)), dtype=object)
-    for index, row in enumerate(rows):
-        values = [row[name] for name in NAMES] if isinstance(row, dict) else row
-        length, colour, grade, width = values
-        matrix[index, :2] = [
-            np.nan if length is None else float(length),
-            np.nan if colour is None else colour,
-        ]
-        matrix[index, 2:] = [int(grade), float(width)]
-    return matrix
+def penguins_for(model_dir: Path) -> list[Any]:
+    """PENGUIN_VALUES with the model's features: rows 0 and 2 as lists in feature order, row 1 an object."""
+    names = [feature.name for feature in features_of(model_dir)]
+    rows: list[Any] = [[values[name] for name in names] for values in PENGUIN_VALUES]
+    rows[1] = {name: PENGUIN_VALUES[1][name] for name in reversed(names)}
+    return rows
 
 
-def test_typed_rows_get_the_saved_pipelines_own_answers(mixed_dir: Path) -> None:
-    body = post(client_for(mixed_dir), {"instances": TYPED_ROWS}).get_json()
-    pipeline = joblib.load(mixed_dir / MODEL_FILE)
-    rows = presented(TYPED_ROWS)
+def test_typed_rows_get_the_saved_pipelines_own_answers(mixed_classifier_dir: Path) -> None:
+    penguins = penguins_for(mixed_classifier_dir)
+    body = post(client_for(mixed_classifier_dir), {"instances": penguins}).get_json()
+    pipeline = joblib.load(mixed_classifier_dir / MODEL_FILE)
+    rows = presented(penguins, features_of(mixed_classifier_dir))
     assert body["predictions"] == pipeline.predict(rows).tolist()
     assert [list(p.values()) for p in body["probabilities"]] == pipeline.predict_proba(rows).tolist()
-    assert [list(p) for p in body["probabilities"]] == [pipeline.classes_.tolist()] * len(TYPED_ROWS)
+    assert [list(p) for p in body["probabilities"]] == [pipeline.classes_.tolist()] * len(penguins)
 
 
-def test_a_regressor_answers_numbers_without_probabilities(regression_dir: Path) -> None:
-    response = post(client_for(regression_dir), {"instances": TYPED_ROWS})
+@pytest.mark.parametrize("fixture", ["regressor_dir", "mixed_regressor_dir"])
+def test_a_regressor_answers_numbers_without_probabilities(
+    fixture: str, request: pytest.FixtureRequest
+) -> None:
+    model_dir: Path = request.getfixturevalue(fixture)
+    features = features_of(model_dir)
+    instances = penguins_for(model_dir) if fixture == "mixed_regressor_dir" else [[0.01] * len(features)] * 3
+    response = post(client_for(model_dir), {"instances": instances})
     assert response.status_code == 200
     body = response.get_json()
     assert list(body) == ["predictions", "model_version"]
-    expected = joblib.load(regression_dir / MODEL_FILE).predict(presented(TYPED_ROWS))
+    expected = joblib.load(model_dir / MODEL_FILE).predict(presented(instances, features))
     assert body["predictions"] == expected.tolist()
-    assert body["model_version"] == read_card(regression_dir)["version"]
+    assert body["model_version"] == read_card(model_dir)["version"]
 
 
 @pytest.mark.parametrize(
-    ("row", "message"),
+    ("change", "message"),
     [
-        (["1.5", "red", 2, 3], "row 1, feature 'length': expected a number or null, got a string"),
-        ([1, 7, 2, 3], "row 1, feature 'colour': expected a category as text or null, got a number"),
-        ([1, True, 2, 3], "row 1, feature 'colour': expected a category as text or null, got a boolean"),
-        ([1, "red", 2, None], "row 1, feature 'width': expected a number, got null"),
-        ([1, "red", None, 3], "row 1, feature 'grade': expected a category as a number, got null"),
+        ({"bill_depth_mm": "17"}, "row 1, feature 'bill_depth_mm': expected a number or null, got a string"),
+        ({"island": 5}, "row 1, feature 'island': expected a category as text or null, got a number"),
+        ({"sex": True}, "row 1, feature 'sex': expected a category as text or null, got a boolean"),
         (
-            [1, "purple", 2, 3],
-            "row 1, feature 'colour': expected one of its categories ['blue', 'green', 'red'], got 'purple'",
+            {"island": "Atlantis"},
+            "row 1, feature 'island': expected one of its categories ['Biscoe', 'Dream', 'Torgersen'], "
+            "got 'Atlantis'",
         ),
-        ([1, "red", 5, 3], "row 1, feature 'grade': expected one of its categories [1, 2, 3], got 5"),
+        ({"year": [2007]}, "row 1, feature 'year': expected a number or null, got an array"),
     ],
 )
-@pytest.mark.parametrize("task", [CLASSIFICATION, REGRESSION])
+@pytest.mark.parametrize("fixture", ["mixed_classifier_dir", "mixed_regressor_dir"])
 def test_each_wrong_typed_value_is_a_400_naming_row_feature_expected_and_got(
-    mixed_dir: Path, regression_dir: Path, task: str, row: list[Any], message: str
+    fixture: str, change: dict[str, Any], message: str, request: pytest.FixtureRequest
 ) -> None:
-    client = client_for(mixed_dir if task == CLASSIFICATION else regression_dir)
-    response = post(client, {"instances": [TYPED_ROWS[0], row]})
+    model_dir: Path = request.getfixturevalue(fixture)
+    good = penguins_for(model_dir)[1]
+    response = post(client_for(model_dir), {"instances": [good, {**good, **change}]})
     assert_error(response, 400, "invalid_input")
     assert response.get_json()["error"]["message"] == message
 
 
-typed_value = (
-    st.none() | st.floats(-1e6, 1e6),
-    st.none() | st.sampled_from(["blue", "green", "red"]),
-    st.sampled_from([1, 2, 3]),
-    st.floats(-1e6, 1e6) | st.integers(-(10**6), 10**6),
-)
+def test_a_missing_value_where_the_model_cannot_take_one_is_a_400(client: FlaskClient) -> None:
+    response = post(client, {"instances": [ROWS[0], [5.1, None, 1.4, 0.2]]})
+    assert_error(response, 400, "invalid_input")
+    assert response.get_json()["error"]["message"] == (
+        "row 1, feature 'sepal width (cm)': expected a number, got null"
+    )
+
+
+def valid_value(feature: Feature) -> st.SearchStrategy[Any]:
+    present = st.sampled_from(feature.categories) if feature.kind == CATEGORY else st.floats(-1e4, 1e4)
+    return st.none() | present if feature.nullable else present
+
+
+@pytest.fixture(scope="module")
+def penguin_client(mixed_classifier_dir: Path) -> FlaskClient:
+    return client_for(mixed_classifier_dir)
 
 
 @settings(max_examples=25, derandomize=True, deadline=None)
-@given(rows=st.lists(st.tuples(*typed_value).map(list), min_size=1, max_size=20))
-def test_any_valid_typed_rows_get_the_pipelines_own_answers(mixed_dir: Path, rows: list[Any]) -> None:
-    body = post(client_for(mixed_dir), {"instances": rows}).get_json()
-    pipeline = joblib.load(mixed_dir / MODEL_FILE)
-    matrix = presented(rows)
+@given(data=st.data())
+def test_any_valid_typed_rows_get_the_pipelines_own_answers(
+    penguin_client: FlaskClient, mixed_classifier_dir: Path, data: st.DataObject
+) -> None:
+    features = features_of(mixed_classifier_dir)
+    row = st.tuples(*map(valid_value, features)).map(list)
+    rows = data.draw(st.lists(row, min_size=1, max_size=20))
+    body = post(penguin_client, {"instances": rows}).get_json()
+    pipeline = joblib.load(mixed_classifier_dir / MODEL_FILE)
+    matrix = presented(rows, features)
     assert body["predictions"] == pipeline.predict(matrix).tolist()
     assert [list(p.values()) for p in body["probabilities"]] == pipeline.predict_proba(matrix).tolist()

@@ -24,7 +24,7 @@ from skserve.artifact import MODEL_FILE
 from skserve.batching import Batcher
 from skserve.model import LoadedModel
 from skserve.web import BATCHER_EXTENSION
-from tests.conftest import save_model
+from tests.conftest import PENGUINS_CSV, save_model
 from tests.live_server import spawn, wait_ready
 
 DEADLINE_S = 30.0  # bounds every wait in these tests; none of them asserts how long anything took
@@ -96,6 +96,27 @@ def test_concurrent_requests_each_get_exactly_the_answer_for_their_own_rows(mode
         alone = model.outputs(rows)
         assert answer.tobytes() == alone.tobytes()  # every bit, not approximately
         assert model.prediction_from(answer).labels == model.estimator.predict(rows).tolist()
+    batcher.close()
+
+
+def test_a_regressors_one_dimensional_answers_are_sliced_to_each_request(mixed_regressor_dir: Path) -> None:
+    """Predictions of a regressor (1-D, object rows with text and NaN) go back request by request."""
+    model = LoadedModel.load(mixed_regressor_dir)
+    gate = Gate(model.outputs)
+    batch_rows: list[int] = []
+    batcher = Batcher(gate, max_rows=1000, max_wait_s=0.001, on_batch=batch_rows.append)
+    rows = train.load_csv(PENGUINS_CSV, "body_mass_g").X[:90]
+    requests = np.array_split(rows, 30)
+    with gated_batch(batcher, gate, requests) as futures:
+        pass
+    answers = [future.result(DEADLINE_S) for future in futures]
+    assert batch_rows[-1] == len(rows)  # all 30 shared one call
+    assert np.concatenate(answers).tobytes() == model.outputs(rows).tobytes()
+    for request, answer in zip(requests, answers, strict=True):
+        assert answer.shape == (len(request),)
+        assert model.prediction_from(answer).labels == pytest.approx(
+            model.estimator.predict(request).tolist()
+        )
     batcher.close()
 
 

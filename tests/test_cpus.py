@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from skserve.cpus import available_cpus, cgroup_cpu_quota
+import skserve.cpus
+from skserve.cpus import available_cpus, cgroup_cpu_quota, worker_threads
 
 
 def write(path: Path, text: str) -> None:
@@ -43,3 +44,17 @@ def test_a_fractional_quota_rounds_up_and_never_exceeds_the_affinity(tmp_path: P
     assert available_cpus(tmp_path) == 1
     write(tmp_path / "cpu.max", "6400000 100000")
     assert available_cpus(tmp_path) == len(os.sched_getaffinity(0))
+
+
+@pytest.mark.parametrize(("cpus", "workers", "threads"), [(8, 2, 4), (8, 3, 2), (2, 2, 1), (1, 4, 1)])
+def test_each_worker_gets_its_share_of_the_cpus_for_its_thread_pools(
+    monkeypatch: pytest.MonkeyPatch, cpus: int, workers: int, threads: int
+) -> None:
+    monkeypatch.delenv("SKSERVE_THREADS", raising=False)
+    monkeypatch.setattr(skserve.cpus, "available_cpus", lambda: cpus)
+    assert worker_threads(workers) == threads
+
+
+def test_skserve_threads_overrides_the_share(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SKSERVE_THREADS", "3")
+    assert worker_threads(8) == 3

@@ -17,10 +17,8 @@ from flask.testing import FlaskClient
 import train
 from skserve import create_app
 from skserve.artifact import MODEL_FILE, read_card, write_artifact
-from skserve.features import CLASSIFICATION, REGRESSION
 from tests.browser import CHROMIUM, Browser, chromium
 from tests.live_server import LiveServer, running
-from tests.typed_models import save_mixed_model
 
 FEATURES = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]
 ROW = [6.1, 2.8, 4.7, 1.2]
@@ -189,33 +187,21 @@ def test_filling_the_form_and_clicking_predict_shows_the_model_answer(
         Path(os.environ[SCREENSHOT_ENV]).write_bytes(picture)
 
 
-@pytest.fixture(scope="module")
-def mixed_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_mixed_model(tmp_path_factory.mktemp("mixed"), CLASSIFICATION)
-
-
-def test_categories_get_a_choice_list_and_a_missing_value_an_empty_field(mixed_dir: Path) -> None:
-    html = (
-        create_app({"TESTING": True, "MODEL_DIR": str(mixed_dir)})
-        .test_client()
-        .get("/")
-        .get_data(as_text=True)
-    )
-    assert (
-        '<input id="feature-0" data-feature="length" type="number" step="any" placeholder="empty: missing">'
-        in html
-    )
+def test_categories_get_a_choice_list_and_a_missing_value_an_empty_field(mixed_classifier_dir: Path) -> None:
+    app = create_app({"TESTING": True, "MODEL_DIR": str(mixed_classifier_dir)})
+    html = app.test_client().get("/").get_data(as_text=True)
     assert re.search(
-        r'<select id="feature-1" data-feature="colour">\s*<option value="">\(missing\)</option>'
-        r"<option>blue</option><option>green</option><option>red</option>\s*</select>",
+        r'<select id="feature-0" data-feature="island">\s*<option value="">\(missing\)</option>'
+        r"<option>Biscoe</option><option>Dream</option><option>Torgersen</option>\s*</select>",
         html,
     )
-    assert re.search(r'<select id="feature-2" data-feature="grade" data-numeric>\s*<option>1</option>', html)
-    assert 'id="feature-3" data-feature="width" type="number" step="any" required' in html
+    empty_means_missing = 'type="number" step="any" placeholder="empty: missing">'
+    assert f'<input id="feature-1" data-feature="bill_length_mm" {empty_means_missing}' in html
+    assert "required" not in html.split('id="predict-form"')[1].split("</form>")[0]
 
 
-def test_a_regressors_page_shows_a_predicted_value_and_no_classes(tmp_path: Path) -> None:
-    app = create_app({"TESTING": True, "MODEL_DIR": str(save_mixed_model(tmp_path, REGRESSION))})
+def test_a_regressors_page_shows_a_predicted_value_and_no_classes(mixed_regressor_dir: Path) -> None:
+    app = create_app({"TESTING": True, "MODEL_DIR": str(mixed_regressor_dir)})
     html = app.test_client().get("/").get_data(as_text=True)
     assert "Predicted value: <output" in html
     assert "Predicted class" not in html
@@ -223,28 +209,26 @@ def test_a_regressors_page_shows_a_predicted_value_and_no_classes(tmp_path: Path
 
 
 @pytest.mark.e2e
-def test_a_category_chosen_and_a_field_left_empty_get_the_pipelines_answer(
-    mixed_dir: Path, browser: Browser, tmp_path: Path
+def test_a_category_chosen_and_fields_left_empty_get_the_pipelines_answer(
+    mixed_classifier_dir: Path, browser: Browser, tmp_path: Path
 ) -> None:
-    with running(mixed_dir, tmp_path / "server.log") as server:
+    with running(mixed_classifier_dir, tmp_path / "server.log") as server:
         page = Page(browser, f"{server.url}/")
-        # Length left empty (missing); colour and grade chosen from their lists as a person would.
-        for element_id, choice in (("feature-1", 3), ("feature-2", 2)):
+        # Island and sex chosen from their lists with the keyboard, as a person would; of the
+        # numbers only bill length and year are typed, the others left empty (missing).
+        for element_id, steps in (("feature-0", 3), ("feature-5", 2)):
             page.evaluate(f"document.getElementById({element_id!r}).focus()")
-            for _ in range(choice):
-                key = {
-                    "type": "keyDown",
-                    "key": "ArrowDown",
-                    "code": "ArrowDown",
-                    "windowsVirtualKeyCode": 40,
-                }
-                browser.call("Input.dispatchKeyEvent", key, session=page.session)
-                browser.call("Input.dispatchKeyEvent", {**key, "type": "keyUp"}, session=page.session)
-        page.type_into("feature-3", "6.5")
+            key = {"key": "ArrowDown", "code": "ArrowDown", "windowsVirtualKeyCode": 40}
+            for _ in range(steps):
+                browser.call("Input.dispatchKeyEvent", {"type": "keyDown", **key}, session=page.session)
+                browser.call("Input.dispatchKeyEvent", {"type": "keyUp", **key}, session=page.session)
+        page.type_into("feature-1", "39.1")
+        page.type_into("feature-6", "2007")
         shown = page.predict()
-        row = np.array([[np.nan, "red", 3, 6.5]], dtype=object)
-        pipeline = joblib.load(mixed_dir / MODEL_FILE)
-        assert page.evaluate("document.getElementById('feature-1').value") == "red"
+        row = np.array([["Torgersen", 39.1, np.nan, np.nan, np.nan, "male", 2007.0]], dtype=object)
+        pipeline = joblib.load(mixed_classifier_dir / MODEL_FILE)
+        chosen = page.evaluate("[0, 5].map(i => document.getElementById('feature-' + i).value).join()")
+        assert chosen == "Torgersen,male"
         assert shown == pipeline.predict(row)[0]
         assert page.probabilities() == shown_probabilities(pipeline.classes_, pipeline.predict_proba(row)[0])
         page.assert_no_errors()

@@ -14,7 +14,9 @@ import numpy as np
 import pytest
 
 from skserve.artifact import MODEL_FILE, read_card
-from tests.live_server import REPO, LiveServer, running, spawn
+from skserve.features import features_from_card
+from tests.live_server import REPO, LiveServer, failed_start, running
+from tests.typed_models import presented
 
 pytestmark = pytest.mark.e2e
 
@@ -109,13 +111,41 @@ def test_a_bad_artifact_stops_start_up_before_the_port_opens(
             (model_dir / path.name).write_bytes(path.read_bytes())
         with (model_dir / MODEL_FILE).open("ab") as stream:
             stream.write(b"\0")
-    server = spawn(model_dir, tmp_path / "server.log")
-    try:
-        exit_status = server.process.wait(timeout=30)
-    finally:
-        server.stop()
-    log = server.log()
+    exit_status, log = failed_start(model_dir, tmp_path / "server.log")
     assert exit_status != 0
     assert message in log
     assert "Traceback" not in log
     assert "Listening at" not in log
+
+
+def test_serves_a_regressor_with_text_and_missing_values_over_http(
+    mixed_regressor_dir: Path, tmp_path: Path
+) -> None:
+    features = features_from_card(read_card(mixed_regressor_dir))
+    rows = [
+        ["Adelie", "Torgersen", 39.1, 18.7, 181, "male", 2007],
+        {
+            "species": None,
+            "island": "Dream",
+            "bill_length_mm": None,
+            "bill_depth_mm": 17.4,
+            "flipper_length_mm": None,
+            "sex": None,
+            "year": 2008,
+        },
+    ]
+    with running(mixed_regressor_dir, tmp_path / "server.log", workers=2) as server:
+        response = server.request("POST", "/predict", {"instances": rows})
+        refused = server.request(
+            "POST", "/predict", {"instances": [[*rows[0][:1], "Atlantis", *rows[0][2:]]]}
+        )
+    assert response.status == 200
+    body = response.json()
+    assert list(body) == ["predictions", "model_version"]
+    expected = joblib.load(mixed_regressor_dir / MODEL_FILE).predict(presented(rows, features))
+    assert body["predictions"] == expected.tolist()
+    assert refused.status == 400
+    assert refused.json()["error"]["message"] == (
+        "row 0, feature 'island': expected one of its categories ['Biscoe', 'Dream', 'Torgersen'], "
+        "got 'Atlantis'"
+    )

@@ -19,9 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from skserve import create_app, metrics
 from skserve.artifact import read_card
-from skserve.features import REGRESSION
 from tests.live_server import LiveServer, running
-from tests.typed_models import save_mixed_model
 
 ROWS = [[5.1, 3.5, 1.4, 0.2], [6.2, 2.9, 4.3, 1.3], [7.7, 3.0, 6.1, 2.3]]
 CLASSES = ["setosa", "versicolor", "virginica"]
@@ -124,17 +122,14 @@ def test_predictions_by_class_has_a_series_for_each_known_class_only(client: Fla
     assert classes == set(CLASSES)
 
 
-def test_a_regressor_has_no_class_series_and_adds_up_its_predicted_values(tmp_path: Path) -> None:
-    regressor = create_app({"TESTING": True, "MODEL_DIR": str(save_mixed_model(tmp_path, REGRESSION))})
-    client = regressor.test_client()
+def test_a_regressor_has_no_class_series_and_adds_up_its_predicted_values(regressor_dir: Path) -> None:
+    client = create_app({"TESTING": True, "MODEL_DIR": str(regressor_dir)}).test_client()
     delta = Delta(client)
-    rows = [[1.5, "red", 2, 3.0], [None, None, 3, -40.0]]
-    predicted = [
-        client.post("/predict", json={"instances": rows}).get_json()["predictions"] for _ in range(2)
-    ]
+    rows = [[0.05] * 10, [-1.0] * 10]  # diabetes' features are scaled to about +-0.1
+    answers = [client.post("/predict", json={"instances": rows}).get_json()["predictions"] for _ in range(2)]
     assert delta("skserve_rows_predicted_total") == 4
-    assert delta("skserve_predicted_values") == pytest.approx(math.fsum(predicted[0] + predicted[1]))
-    assert min(predicted[0]) < 0  # a sum that falls as well as rises
+    assert delta("skserve_predicted_values") == pytest.approx(math.fsum(answers[0] + answers[1]))
+    assert min(answers[0]) < 0  # a sum that falls as well as rises
     assert not [name for name, _, _ in scrape(client) if name == "skserve_predictions_total"]
 
 

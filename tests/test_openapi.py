@@ -16,15 +16,14 @@ from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate
 
 import train
-from skserve import create_app
-from skserve.artifact import write_artifact
+from skserve import create_app, openapi
+from skserve.artifact import read_card, write_artifact
 from skserve.errors import InvalidInput, PayloadTooLarge
-from skserve.features import CLASSIFICATION, REGRESSION, Feature
+from skserve.features import Feature, features_from_card
 from skserve.openapi import openapi_path
 from skserve.schema import rows_to_matrix
 from skserve.web import loaded_model
-from tests.typed_models import FEATURES as TYPED
-from tests.typed_models import NAMES, save_mixed_model
+from tests.typed_models import PENGUIN_COLUMNS, save_frame_model
 
 FEATURES = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]
 IRIS = tuple(map(Feature, FEATURES))
@@ -211,9 +210,8 @@ def test_is_served_as_json_with_the_loaded_model_version(client: FlaskClient, ap
 
 
 @pytest.fixture(scope="module")
-def mixed_app(tmp_path_factory: pytest.TempPathFactory) -> Flask:
-    directory = save_mixed_model(tmp_path_factory.mktemp("mixed"), CLASSIFICATION)
-    return create_app({"TESTING": True, "MODEL_DIR": str(directory), "MAX_ROWS": MAX_ROWS})
+def mixed_app(mixed_classifier_dir: Path) -> Flask:
+    return create_app({"TESTING": True, "MODEL_DIR": str(mixed_classifier_dir), "MAX_ROWS": MAX_ROWS})
 
 
 @pytest.fixture(scope="module")
@@ -225,17 +223,30 @@ def mixed_document(mixed_app: Flask) -> dict[str, Any]:
 def test_typed_features_give_types_enums_of_categories_and_nullable(mixed_document: dict[str, Any]) -> None:
     validate(mixed_document)
     schemas = mixed_document["components"]["schemas"]
-    length, colour, grade, width = schemas["RowArray"]["prefixItems"]
-    assert (length["title"], length["type"]) == ("length", ["number", "null"])
-    assert (colour["type"], colour["enum"]) == (["string", "null"], ["blue", "green", "red", None])
-    assert (grade["type"], grade["enum"]) == ("number", [1, 2, 3])
-    assert (width["type"], "enum" in width) == ("number", False)
-    assert schemas["RowObject"]["properties"]["colour"] == colour
+    island, bill_length = schemas["RowArray"]["prefixItems"][:2]
+    assert (island["title"], island["type"]) == ("island", ["string", "null"])
+    assert island["enum"] == ["Biscoe", "Dream", "Torgersen", None]
+    assert (bill_length["title"], bill_length["type"]) == ("bill_length_mm", ["number", "null"])
+    assert "enum" not in bill_length
+    assert schemas["RowObject"]["properties"]["island"] == island
 
 
-def test_a_regressors_documents_numbers_and_no_probabilities(tmp_path: Path) -> None:
-    app = create_app({"TESTING": True, "MODEL_DIR": str(save_mixed_model(tmp_path, REGRESSION))})
-    client = app.test_client()
+def test_number_categories_and_integer_dtypes_get_their_json_types(tmp_path: Path) -> None:
+    """A packaged model's features (train.py makes neither): numbers as categories, an int64 column."""
+    card = read_card(save_frame_model(tmp_path))
+    card["features"] += [
+        {"name": "grade", "kind": "category", "nullable": False, "categories": [1, 2], "dtype": "int64"},
+    ]
+    schemas = {
+        feature["name"]: openapi._value(feature_object)
+        for feature, feature_object in zip(card["features"], features_from_card(card), strict=True)
+    }
+    assert schemas["count"]["type"] == "integer"
+    assert (schemas["grade"]["type"], schemas["grade"]["enum"]) == ("number", [1, 2])
+
+
+def test_a_regressors_document_has_numbers_and_no_probabilities(mixed_regressor_dir: Path) -> None:
+    client = create_app({"TESTING": True, "MODEL_DIR": str(mixed_regressor_dir)}).test_client()
     document = client.get("/openapi.json").get_json()
     validate(document)
     assert document["paths"]["/predict"]["post"]["summary"] == "Predict the value of each row"
@@ -248,22 +259,25 @@ def test_a_regressors_documents_numbers_and_no_probabilities(tmp_path: Path) -> 
     assert not list(response_validator(document, "/predict", "post", 200).iter_errors(answer.get_json()))
 
 
-typed_values = st.one_of(values, st.sampled_from(["blue", "red", "purple", 1, 2, 3, 4, 2.0]))
+PENGUIN_NAMES = PENGUIN_COLUMNS[1:]  # the classifier's features: all but species
+typed_values = st.one_of(values, st.sampled_from(["Biscoe", "Dream", "male", "Atlantis", 2007, 2007.5]))
 typed_rows = st.one_of(
-    st.lists(typed_values, min_size=3, max_size=5),
-    st.dictionaries(st.sampled_from([*NAMES, "size"]), typed_values, min_size=3, max_size=5),
+    st.lists(typed_values, min_size=6, max_size=8),
+    st.fixed_dictionaries(
+        dict.fromkeys(PENGUIN_NAMES[:6], typed_values), optional={"year": typed_values, "x": values}
+    ),
 )
 
 
-@settings(max_examples=400, derandomize=True)
+@settings(max_examples=300, derandomize=True)
 @given(instances=st.lists(typed_rows, min_size=1, max_size=MAX_ROWS + 1))
 def test_the_typed_request_schema_accepts_exactly_what_the_server_accepts(
-    mixed_document: dict[str, Any], instances: list[Any]
+    mixed_document: dict[str, Any], mixed_classifier_dir: Path, instances: list[Any]
 ) -> None:
     payload = {"instances": instances}
     schema_says = validator(mixed_document, "PredictRequest").is_valid(payload)
     try:
-        rows_to_matrix(payload, TYPED, MAX_ROWS)
+        rows_to_matrix(payload, features_from_card(read_card(mixed_classifier_dir)), MAX_ROWS)
     except (InvalidInput, PayloadTooLarge):
         server_says = False
     else:

@@ -16,6 +16,7 @@ from flask.testing import FlaskClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
+from tritonclient.utils import deserialize_bytes_tensor
 
 import train
 from skserve import create_app, v2_protocol
@@ -27,6 +28,7 @@ NAME = "iris-logistic-regression"  # what train.py names the fixture's model
 INFER = f"/v2/models/{NAME}/infer"
 ROWS = [[5.1, 3.5, 1.4, 0.2], [6.2, 2.9, 4.3, 1.3], [7.7, 3.0, 6.1, 2.3]]
 CLASSES = ["setosa", "versicolor", "virginica"]
+FEATURES = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]
 
 
 def tensor(rows: Any = ROWS, **overrides: Any) -> dict[str, Any]:
@@ -38,6 +40,18 @@ def tensor(rows: Any = ROWS, **overrides: Any) -> dict[str, Any]:
         "data": [value for row in rows for value in row],
         **overrides,
     }
+
+
+def columns(rows: Any = ROWS, datatype: str = "FP64") -> list[dict[str, Any]]:
+    """One [n] tensor per feature, named by it, holding that feature's column of `rows`."""
+    return [
+        {"name": name, "shape": [len(rows)], "datatype": datatype, "data": [row[index] for row in rows]}
+        for index, name in enumerate(FEATURES)
+    ]
+
+
+def replaced(tensors: list[dict[str, Any]], index: int, **overrides: Any) -> list[dict[str, Any]]:
+    return [{**tensor, **overrides} if place == index else tensor for place, tensor in enumerate(tensors)]
 
 
 def infer(client: FlaskClient, body: Any, path: str = INFER, **kwargs: Any) -> Any:
@@ -62,7 +76,11 @@ def version(model_dir: Path) -> str:
 def test_server_metadata_names_the_server(client: FlaskClient, path: str) -> None:
     response = client.get(path)
     assert response.status_code == 200
-    assert response.get_json() == {"name": "skserve", "version": "0.1.0", "extensions": []}
+    assert response.get_json() == {
+        "name": "skserve",
+        "version": "0.1.0",
+        "extensions": ["binary_tensor_data"],
+    }
 
 
 def test_server_is_live_and_ready(client: FlaskClient) -> None:
@@ -153,8 +171,22 @@ def test_infer_returns_the_outputs_asked_for_in_order(
 
 
 def test_infer_echoes_the_request_id_and_ignores_parameters(client: FlaskClient) -> None:
-    body = {"id": "req-42", "parameters": {"binary_data_output": True}, "inputs": [tensor()]}
+    body = {"id": "req-42", "parameters": {"priority": 1}, "inputs": [tensor(parameters={"x": 1})]}
     assert infer(client, body).get_json()["id"] == "req-42"
+
+
+def test_the_model_named_in_the_body_is_accepted_when_it_agrees_with_the_path(
+    client: FlaskClient, version: str
+) -> None:
+    """KServe's SDK sends "model_name" (and may send "model_version") in the body as well as the path."""
+    body = {"model_name": NAME, "model_version": version, "inputs": [tensor()]}
+    assert infer(client, body).get_json()["outputs"][0]["data"] == CLASSES
+
+
+def test_one_tensor_per_feature_gives_the_same_answer_as_the_matrix(client: FlaskClient) -> None:
+    expected = infer(client, {"inputs": [tensor()]}).get_json()
+    assert infer(client, {"inputs": columns()}).get_json() == expected
+    assert infer(client, {"inputs": columns()[::-1]}).get_json() == expected  # matched by name, not place
 
 
 def test_infer_at_the_version_path(client: FlaskClient, version: str) -> None:
@@ -183,6 +215,10 @@ def test_integer_labels_are_int64(tmp_path: Path) -> None:
     }
     labels = infer(client, {"inputs": [tensor()]}, path=f"{path}/infer").get_json()["outputs"][0]
     assert labels == {"name": "predict", "datatype": "INT64", "shape": [3], "data": [0, 1, 2]}
+    binary = {"inputs": [tensor()], "outputs": [{"name": "predict", "parameters": {"binary_data": True}}]}
+    response = infer(client, binary, path=f"{path}/infer")
+    length = int(response.headers["Inference-Header-Content-Length"])
+    assert np.frombuffer(response.data[length:], "<i8").tolist() == [0, 1, 2]
 
 
 def test_model_name_setting_renames_the_model_everywhere(model_dir: Path) -> None:
@@ -210,22 +246,30 @@ BAD_REQUESTS: list[tuple[Any, str]] = [
     ({"inputs": [tensor()], "output": []}, "the inference request has unexpected keys ['output']"),
     ({"id": 42, "inputs": [tensor()]}, '"id" must be a string, got a number'),
     ({"parameters": [1], "inputs": [tensor()]}, '"parameters" must be an object, got an array'),
-    ({}, '"inputs" must be an array holding the one input tensor'),
-    ({"inputs": []}, "got 0 inputs"),
-    ({"inputs": [tensor(), tensor()]}, "got 2 inputs"),
+    (
+        {"model_name": "iris", "inputs": [tensor()]},
+        "\"model_name\" is 'iris' but this server serves " + repr(NAME),
+    ),
+    ({"model_name": None, "inputs": [tensor()]}, '"model_name" is null but this server serves'),
+    ({"model_version": "0", "inputs": [tensor()]}, "\"model_version\" is '0' but this server serves"),
+    ({"parameters": {"binary_data_output": 1}, "inputs": [tensor()]}, '"binary_data_output" must be true or'),
+    ({}, '"inputs" must be a non-empty array of input tensors, got null'),
+    ({"inputs": []}, "got an empty array"),
     ({"inputs": tensor()}, "got an object"),
+    ({"inputs": [tensor(), tensor()]}, "inputs[0] ('input-0'): unknown input; the model's inputs are its"),
     ({"inputs": [[1, 2, 3, 4]]}, "inputs[0] must be a tensor object, got an array"),
     ({"inputs": [tensor(content_type="np")]}, "inputs[0] has unexpected keys ['content_type']"),
-    ({"inputs": [{"name": "input-0", "datatype": "FP64", "shape": [1, 4]}]}, "inputs[0] lacks ['data']"),
-    ({"inputs": [tensor(name="x")]}, "the model's input is named 'input-0', got 'x'"),
-    ({"inputs": [tensor(name=None)]}, "got null"),
-    ({"inputs": [tensor(datatype="FP32")]}, "inputs[0]: expected datatype FP64, got 'FP32'"),
+    ({"inputs": [{"name": "input-0", "datatype": "FP64", "shape": [1, 4]}]}, "inputs[0] ('input-0') lacks"),
+    ({"inputs": [tensor(name="x")]}, "inputs[0] ('x'): unknown input; the model's inputs are its features"),
+    ({"inputs": [tensor(name="x")]}, "or one 'input-0' tensor"),
+    ({"inputs": [tensor(name=None)]}, 'inputs[0] must have a string "name", got null'),
+    ({"inputs": [tensor(datatype="FP32")]}, "inputs[0] ('input-0'): expected datatype FP64, got 'FP32'"),
     ({"inputs": [tensor(datatype="fp64")]}, "got 'fp64'"),
-    ({"inputs": [tensor(datatype=["FP64"])]}, "expected datatype FP64, got an array"),
+    ({"inputs": [tensor(datatype=["FP64"])]}, 'must have a string "datatype", got an array'),
     ({"inputs": [tensor(parameters="x")]}, "inputs[0].parameters must be an object, got a string"),
-    ({"inputs": [tensor(parameters={"binary_data_size": 96})]}, "binary tensor data (binary_data_size)"),
+    ({"inputs": [tensor(parameters={"binary_data_size": 96})]}, 'has both "data" and parameters.binary_'),
     ({"inputs": [tensor(parameters={"shared_memory_region": "r"})]}, "shared memory (shared_memory_region)"),
-    ({"inputs": [tensor(shape=[12])]}, 'inputs[0]: "shape" must be [n, 4]'),
+    ({"inputs": [tensor(shape=[12])]}, "inputs[0] ('input-0'): \"shape\" must be [n, 4]"),
     ({"inputs": [tensor(shape=[3, 4, 1])]}, "got [3, 4, 1]"),
     ({"inputs": [tensor(shape=[4, 3])]}, "got [4, 3]"),
     ({"inputs": [tensor(shape=[3, "4"])]}, "must be an array of non-negative integers"),
@@ -244,6 +288,31 @@ BAD_REQUESTS: list[tuple[Any, str]] = [
     ({"inputs": [tensor([[1, 2, 3, True]])]}, "expected a number, got a boolean"),
     ({"inputs": [tensor([[1, 2, 3, {"v": 4}]])]}, "expected a number, got an object"),
     ({"inputs": [tensor(data=[[[1, 2, 3, 4]], [1], [2]])]}, "row 0: expected 4 values"),
+    (
+        {"inputs": columns()[:3]},
+        "inputs lack the features ['petal width (cm)']: send one [n] tensor for each",
+    ),
+    (
+        {"inputs": [*columns(), columns()[1]]},
+        "inputs[4] ('sepal width (cm)'): input 'sepal width (cm)' is given",
+    ),
+    (
+        {"inputs": replaced(columns(), 2, shape=[3, 1])},
+        "('petal length (cm)'): \"shape\" must be [n] (n rows",
+    ),
+    ({"inputs": replaced(columns(), 0, shape=[0], data=[])}, '"shape" must be [n] (n rows, at least one)'),
+    ({"inputs": replaced(columns(), 3, shape=[2], data=[1, 2])}, '"shape" is [2] but inputs[0] (\'sepal le'),
+    ({"inputs": replaced(columns(), 1, data=[1, 2])}, '"data" must be an array of 3 values, got 2 values'),
+    ({"inputs": replaced(columns(), 1, data="1,2,3")}, '"data" must be an array of 3 values, got a string'),
+    ({"inputs": replaced(columns(), 1, datatype="FP32")}, "(cm)'): expected datatype FP64, got 'FP32'"),
+    (
+        {"inputs": columns(datatype="BYTES")},
+        "inputs[0] ('sepal length (cm)'): expected datatype FP64, got 'BY",
+    ),
+    (
+        {"inputs": replaced(columns(), 3, data=[1, "2", 3])},
+        "row 1, feature 'petal width (cm)': expected a num",
+    ),
     ({"inputs": [tensor()], "outputs": {"name": "predict"}}, '"outputs" must be an array'),
     ({"inputs": [tensor()], "outputs": ["predict"]}, "outputs[0] must be an object"),
     ({"inputs": [tensor()], "outputs": [{"name": "label"}]}, "outputs[0]: unknown output 'label'"),
@@ -252,6 +321,10 @@ BAD_REQUESTS: list[tuple[Any, str]] = [
     ({"inputs": [tensor()], "outputs": [{"name": "predict"}, {"name": "predict"}]}, "requested twice"),
     ({"inputs": [tensor()], "outputs": [{"name": "predict", "x": 1}]}, "outputs[0] has unexpected keys"),
     ({"inputs": [tensor()], "outputs": [{"name": "predict", "parameters": 1}]}, "must be an object"),
+    (
+        {"inputs": [tensor()], "outputs": [{"name": "predict", "parameters": {"binary_data": "yes"}}]},
+        'outputs[0].parameters: "binary_data" must be true or false, got a string',
+    ),
 ]
 
 
@@ -313,7 +386,11 @@ def test_too_large_a_body_is_413(model_dir: Path) -> None:
         ({"Content-Type": "text/plain"}, "expected Content-Type application/json, got text/plain"),
         ({"Content-Type": "application/octet-stream"}, "got application/octet-stream"),
         ({"Content-Encoding": "gzip"}, "not decompressed; got Content-Encoding gzip"),
-        ({"Inference-Header-Content-Length": "120"}, "binary tensor data extension is not supported"),
+        (
+            {"Inference-Header-Content-Length": "120", "Content-Type": "application/json"},
+            "a body with binary tensor data (Inference-Header-Content-Length) must have Content-Type "
+            "application/octet-stream or none, got application/json",
+        ),
     ],
 )
 def test_bodies_it_cannot_read_are_415(client: FlaskClient, headers: dict[str, str], message: str) -> None:
@@ -321,6 +398,187 @@ def test_bodies_it_cannot_read_are_415(client: FlaskClient, headers: dict[str, s
     if headers.get("Content-Encoding") == "gzip":
         body = gzip.compress(body)
     assert_v2_error(client.post(INFER, data=body, headers=headers), 415, message)
+
+
+FP64_ROWS = np.asarray(ROWS, dtype="<f8").tobytes()  # the binary data of tensor(): 96 bytes
+
+
+def binary_tensor(size: int = len(FP64_ROWS), **overrides: Any) -> dict[str, Any]:
+    """tensor() with its data sent as `size` bytes of binary data instead of JSON."""
+    header = {**tensor(), "parameters": {"binary_data_size": size}, **overrides}
+    del header["data"]
+    return header
+
+
+def infer_binary(
+    client: FlaskClient, body: Any, raw: bytes, header_length: str | None = None, **headers: str
+) -> Any:
+    """POST the JSON header `body` followed by `raw`, as tritonclient does (no Content-Type)."""
+    encoded = json.dumps(body).encode()
+    all_headers = {"Inference-Header-Content-Length": header_length or str(len(encoded)), **headers}
+    return client.post(INFER, data=encoded + raw, headers=all_headers)
+
+
+def split_binary(response: Any) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """A binary response's JSON header and each binary output's bytes, by name."""
+    assert response.status_code == 200, response.data
+    assert response.mimetype == "application/octet-stream"
+    length = int(response.headers["Inference-Header-Content-Length"])
+    header = json.loads(response.data[:length])
+    raw: dict[str, bytes] = {}
+    offset = length
+    for output in header["outputs"]:
+        size = output.get("parameters", {}).get("binary_data_size")
+        if size is not None:
+            assert "data" not in output
+            raw[output["name"]] = response.data[offset : offset + size]
+            offset += size
+    assert offset == len(response.data)
+    return header, raw
+
+
+def test_binary_input_gives_the_same_answer_as_json(client: FlaskClient) -> None:
+    expected = infer(client, {"inputs": [tensor()]}).get_json()
+    assert infer_binary(client, {"inputs": [binary_tensor()]}, FP64_ROWS).get_json() == expected
+    kserve_style = infer_binary(
+        client, {"inputs": [binary_tensor()]}, FP64_ROWS, **{"Content-Type": "application/octet-stream"}
+    )
+    assert kserve_style.get_json() == expected
+
+
+def test_binary_columns_and_json_columns_can_be_mixed(client: FlaskClient) -> None:
+    tensors = columns()
+    tensors[1] = {**tensors[1], "parameters": {"binary_data_size": 24}}
+    tensors[3] = {**tensors[3], "parameters": {"binary_data_size": 24}}
+    raw = np.asarray(tensors[1].pop("data") + tensors[3].pop("data"), dtype="<f8").tobytes()
+    expected = infer(client, {"inputs": [tensor()]}).get_json()
+    assert infer_binary(client, {"inputs": tensors}, raw).get_json() == expected
+
+
+def test_binary_data_output_sends_every_output_as_binary(client: FlaskClient) -> None:
+    expected = infer(client, {"inputs": [tensor()]}).get_json()
+    body = {"id": "b", "parameters": {"binary_data_output": True}, "inputs": [tensor()]}
+    header, raw = split_binary(infer(client, body))
+    labels, probabilities = expected["outputs"]
+    assert header["id"] == "b"
+    assert header["outputs"] == [  # predict: three 4-byte lengths and 25 bytes of text
+        {"name": "predict", "datatype": "BYTES", "shape": [3], "parameters": {"binary_data_size": 37}},
+        {
+            "name": "predict_proba",
+            "datatype": "FP64",
+            "shape": [3, 3],
+            "parameters": {"binary_data_size": 72},
+        },
+    ]
+    assert deserialize_bytes_tensor(raw["predict"]).tolist() == [label.encode() for label in labels["data"]]
+    assert np.frombuffer(raw["predict_proba"], "<f8").tolist() == probabilities["data"]
+
+
+@pytest.mark.parametrize(
+    ("parameters", "outputs", "binary"),
+    [
+        (
+            {},
+            [{"name": "predict_proba", "parameters": {"binary_data": True}}, {"name": "predict"}],
+            ["predict_proba"],
+        ),
+        (
+            {"binary_data_output": True},
+            [{"name": "predict"}, {"name": "predict_proba"}],
+            ["predict", "predict_proba"],
+        ),
+        ({"binary_data_output": True}, [{"name": "predict", "parameters": {"binary_data": False}}], []),
+    ],
+)
+def test_an_outputs_binary_data_parameter_overrides_the_requests(
+    client: FlaskClient, parameters: dict[str, Any], outputs: list[Any], binary: list[str]
+) -> None:
+    response = infer(client, {"parameters": parameters, "inputs": [tensor()], "outputs": outputs})
+    if not binary:
+        assert response.mimetype == "application/json"
+        assert "Inference-Header-Content-Length" not in response.headers
+        assert response.get_json()["outputs"][0]["data"] == CLASSES
+        return
+    header, raw = split_binary(response)
+    assert [output["name"] for output in header["outputs"]] == [output["name"] for output in outputs]
+    assert list(raw) == binary
+
+
+BAD_BINARY: list[tuple[Any, bytes, str | None, str]] = [
+    (
+        {"inputs": [binary_tensor()]},
+        FP64_ROWS,
+        "abc",
+        "Inference-Header-Content-Length must be a positive byte",
+    ),
+    ({"inputs": [binary_tensor()]}, FP64_ROWS, "-5", "positive byte count, got '-5'"),
+    ({"inputs": [binary_tensor()]}, FP64_ROWS, "+96", "positive byte count, got '+96'"),
+    ({"inputs": [binary_tensor()]}, FP64_ROWS, "9" * 5000, "positive byte count, got '999999"),
+    ({"inputs": [binary_tensor()]}, FP64_ROWS, "0", "Inference-Header-Content-Length is 0 but the body has"),
+    (
+        {"inputs": [binary_tensor()]},
+        FP64_ROWS,
+        "9999",
+        "Inference-Header-Content-Length is 9999 but the body has",
+    ),
+    ({"inputs": [binary_tensor()]}, FP64_ROWS, "10", "request body is not valid JSON"),
+    (
+        {"inputs": [binary_tensor()]},
+        FP64_ROWS + b"x",
+        None,
+        "97 bytes follow the JSON header but the inputs' binar",
+    ),
+    (
+        {"inputs": [binary_tensor(104)]},
+        FP64_ROWS,
+        None,
+        "binary_data_size 104 runs past the end of the binary da",
+    ),
+    ({"inputs": [binary_tensor()]}, b"", None, "(0 bytes left after the JSON header)"),
+    (
+        {"inputs": [binary_tensor(88)]},
+        FP64_ROWS[:88],
+        None,
+        "binary_data_size is 88 bytes; 12 FP64 values take 96",
+    ),
+    (
+        {"inputs": [binary_tensor(parameters={"binary_data_size": "96"})]},
+        FP64_ROWS,
+        None,
+        "a byte count, got a s",
+    ),
+    (
+        {"inputs": [binary_tensor(parameters={"binary_data_size": True})]},
+        FP64_ROWS,
+        None,
+        "byte count, got a boo",
+    ),
+    ({"inputs": [binary_tensor(datatype="FP32")]}, FP64_ROWS, None, "expected datatype FP64, got 'FP32'"),
+    (
+        {"inputs": [binary_tensor(shape=[4, 3])]},
+        FP64_ROWS,
+        None,
+        '"shape" must be [n, 4] (n rows of the model',
+    ),
+    (
+        {"inputs": [binary_tensor()]},
+        np.asarray([[np.nan, 1, 2, 3]] * 3, dtype="<f8").tobytes(),
+        None,
+        "row 0, feature 'sepal length (cm)': expected a number, got null",
+    ),
+]
+
+
+@pytest.mark.parametrize(("body", "raw", "header_length", "message"), BAD_BINARY)
+def test_inconsistent_binary_data_is_400_naming_the_problem(
+    client: FlaskClient, body: Any, raw: bytes, header_length: str | None, message: str
+) -> None:
+    assert_v2_error(infer_binary(client, body, raw, header_length), 400, message)
+
+
+def test_a_binary_body_past_the_size_limit_is_413(model_dir: Path) -> None:
+    client = create_app({"TESTING": True, "MODEL_DIR": str(model_dir), "MAX_BODY_BYTES": 150}).test_client()
+    assert_v2_error(infer_binary(client, {"inputs": [binary_tensor()]}, FP64_ROWS), 413, "the limit is 150")
 
 
 @pytest.mark.parametrize(
@@ -415,6 +673,32 @@ TENSOR_KEYS = st.sampled_from(["name", "shape", "datatype", "data", "parameters"
 )
 def test_no_request_body_gets_a_5xx(client: FlaskClient, body: Any) -> None:
     response = infer(client, body)
+    assert response.status_code in (200, 400, 413), response.get_data(as_text=True)
+    if response.status_code != 200:
+        assert isinstance(response.get_json()["error"], str)
+
+
+@st.composite
+def binary_bodies(draw: st.DrawFn) -> tuple[bytes, str]:
+    """Any mix of binary inputs, sizes, datatypes and shapes, with bytes that may not fit them."""
+    shape = draw(st.lists(st.integers(0, 6), max_size=3))
+    datatype = draw(st.sampled_from(["FP64", "BYTES", "FP32"]))
+    sizes = draw(st.lists(st.integers(0, 120) | JSON_VALUES, min_size=1, max_size=5))
+    names = draw(st.lists(st.sampled_from(["input-0", *FEATURES]), min_size=len(sizes), max_size=len(sizes)))
+    inputs = [
+        {"name": name, "shape": shape, "datatype": datatype, "parameters": {"binary_data_size": size}}
+        for name, size in zip(names, sizes, strict=True)
+    ]
+    header = json.dumps({"inputs": inputs, "parameters": {"binary_data_output": True}}).encode()
+    length = max(len(header) + draw(st.integers(-3, 3)), 0)
+    return header + draw(st.binary(max_size=200)), str(length)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=binary_bodies())
+def test_no_binary_body_gets_a_5xx(client: FlaskClient, body: tuple[bytes, str]) -> None:
+    data, length = body
+    response = client.post(INFER, data=data, headers={"Inference-Header-Content-Length": length})
     assert response.status_code in (200, 400, 413), response.get_data(as_text=True)
     if response.status_code != 200:
         assert isinstance(response.get_json()["error"], str)

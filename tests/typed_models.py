@@ -1,7 +1,8 @@
-"""Tiny real models with category and missing values, for classification and regression."""
+"""Typed rows as training presented them; a pipeline fitted on a DataFrame, which train.py does not make."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -9,73 +10,32 @@ import numpy as np
 import sklearn
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
-from sklearn.linear_model import LogisticRegression, Ridge
-from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import OneHotEncoder, StandardScaler
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder
 
 from skserve.artifact import write_artifact
-from skserve.features import (
-    ARRAY_INPUT,
-    CATEGORY,
-    CLASSIFICATION,
-    DATAFRAME_INPUT,
-    NUMBER,
-    Feature,
-    features_to_card,
-)
+from skserve.features import CATEGORY, CLASSIFICATION, DATAFRAME_INPUT, NUMBER, Feature, features_to_card
+from tests.conftest import PENGUINS_CSV
 
-FEATURES = (
-    Feature("length", NUMBER, nullable=True),
-    Feature("colour", CATEGORY, nullable=True, categories=("blue", "green", "red")),
-    Feature("grade", CATEGORY, categories=(1, 2, 3)),
-    Feature("width", NUMBER),
-)
-NAMES = [feature.name for feature in FEATURES]
+# The penguins CSV's columns (conftest's mixed models predict species or body_mass_g from the others).
+PENGUIN_COLUMNS = PENGUINS_CSV.read_text().splitlines()[0].split(",")
 
 
-def training_rows(n_rows: int = 90, seed: int = 0) -> np.ndarray:
-    """An object array as train.py presents mixed data: floats (NaN), categories (np.nan)."""
-    rng = np.random.default_rng(seed)
-    rows = np.empty((n_rows, len(FEATURES)), dtype=object)
-    rows[:, 0] = [np.nan if i % 9 == 0 else float(v) for i, v in enumerate(rng.uniform(0, 10, n_rows))]
-    rows[:, 1] = [np.nan if i % 7 == 0 else str(rng.choice(["blue", "green", "red"])) for i in range(n_rows)]
-    rows[:, 2] = [int(v) for v in rng.integers(1, 4, n_rows)]
-    rows[:, 3] = [float(v) for v in rng.normal(5, 2, n_rows)]
-    return rows
-
-
-def pipeline(task: str) -> Pipeline:
-    encode = ColumnTransformer(
-        [
-            ("number", make_pipeline(SimpleImputer(), StandardScaler()), [0, 3]),
-            ("category", OneHotEncoder(handle_unknown="ignore"), [1, 2]),
+def presented(rows: Sequence[Any], features: Sequence[Feature]) -> np.ndarray:
+    """Rows (lists in feature order or objects) as train.py fitted on them: an object array of
+    floats and categories with NaN for a missing value, or a float64 matrix when all are numbers."""
+    names = [feature.name for feature in features]
+    matrix = np.empty((len(rows), len(features)), dtype=object)
+    for index, row in enumerate(rows):
+        values = [row[name] for name in names] if isinstance(row, dict) else row
+        matrix[index] = [
+            np.nan if value is None else float(value) if feature.kind == NUMBER else value
+            for feature, value in zip(features, values, strict=True)
         ]
-    )
-    final: Any = LogisticRegression(max_iter=1000) if task == CLASSIFICATION else Ridge()
-    return Pipeline([("encode", encode), ("final", final)])
-
-
-def save_mixed_model(directory: Path, task: str = CLASSIFICATION) -> Path:
-    """Fit the pipeline for `task` on mixed rows and write the pair with a format-2 card."""
-    rows = training_rows()
-    width = np.array(rows[:, 3], dtype=float)
-    if task == CLASSIFICATION:
-        target: Any = np.where(rows[:, 1] == "red", "warm", np.where(width > 5, "wide", "narrow"))
-    else:
-        target = width * 3.0 + np.array(rows[:, 2], dtype=float)
-    estimator = pipeline(task).fit(rows, target)
-    card: dict[str, Any] = {
-        "format_version": 2,
-        "name": f"mixed-{task}",
-        "task": task,
-        "input": ARRAY_INPUT,
-        "features": features_to_card(FEATURES),
-        "versions": {"scikit-learn": sklearn.__version__},
-    }
-    if task == CLASSIFICATION:
-        card["classes"] = estimator.classes_.tolist()
-    write_artifact(directory, estimator, card)
-    return directory
+    if all(feature.kind == NUMBER for feature in features):
+        return matrix.astype(np.float64)
+    return matrix
 
 
 # A pipeline fitted on a pandas DataFrame, selecting its columns by name, as a user might package it.
@@ -89,12 +49,14 @@ FRAME_FEATURES = (
 def save_frame_model(directory: Path) -> Path:
     import pandas as pd  # noqa: PLC0415 (the other models' tests need no pandas)
 
-    rows = training_rows()
+    rng = np.random.default_rng(0)
     frame = pd.DataFrame(
         {
-            "length": np.array(rows[:, 0], dtype=float),
-            "colour": pd.Series(rows[:, 1], dtype="object"),
-            "count": np.arange(len(rows), dtype=np.int64) % 7,
+            "length": [np.nan if i % 9 == 0 else v for i, v in enumerate(rng.uniform(0, 10, 90))],
+            "colour": pd.Series(
+                [None if i % 7 == 0 else ["blue", "green", "red"][i % 3] for i in range(90)], dtype="object"
+            ),
+            "count": np.arange(90, dtype=np.int64) % 7,
         }
     )
     target = np.where(frame["colour"] == "red", "warm", np.where(frame["count"] > 3, "many", "few"))

@@ -18,6 +18,15 @@ def available_cpus(cgroup_root: Path = CGROUP_ROOT) -> int:
     return max(cpus, 1)
 
 
+# The variables OpenMP, OpenBLAS and MKL size their thread pools by, read when each library loads.
+THREAD_POOL_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def worker_threads(workers: int) -> int:
+    """Threads for each worker's OpenMP and BLAS pools: its share of the CPUs, or SKSERVE_THREADS."""
+    return int(os.environ.get("SKSERVE_THREADS") or max(available_cpus() // workers, 1))
+
+
 def cgroup_cpu_quota(cgroup_root: Path = CGROUP_ROOT) -> float | None:
     """The CPU quota in CPUs from cgroup v2 `cpu.max` or v1 `cpu.cfs_quota_us`; None when unlimited."""
     v2 = _read(cgroup_root / "cpu.max")

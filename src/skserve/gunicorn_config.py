@@ -1,4 +1,5 @@
-"""gunicorn settings for skserve, each with its reason. Environment: PORT, WEB_CONCURRENCY, MODEL_DIR.
+"""gunicorn settings for skserve, each with its reason. Environment: PORT, WEB_CONCURRENCY, MODEL_DIR,
+SKSERVE_THREADS.
 
 `skserve serve` and the repository's gunicorn.conf.py both use this module. It must be imported
 before anything imports prometheus_client (see PROMETHEUS_MULTIPROC_DIR below), which is why the
@@ -12,6 +13,7 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -42,10 +44,13 @@ if "prometheus_client" not in sys.modules:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(_metrics_dir)
     atexit.register(_clean_metrics_dir, _metrics_dir, not _given_dir, os.getpid())
 
+import threadpoolctl  # noqa: E402
 from gunicorn import glogging  # type: ignore[import-untyped]  # noqa: E402
 from prometheus_client import multiprocess  # noqa: E402 (after PROMETHEUS_MULTIPROC_DIR is set, above)
 
-from skserve.cpus import available_cpus  # noqa: E402 (likewise: skserve imports prometheus_client)
+from skserve.cpus import THREAD_POOL_VARIABLES, available_cpus, worker_threads  # noqa: E402 (likewise: skserve imports prometheus_client)
+
+log = logging.getLogger(__name__)
 
 # The app factory; it loads and verifies the model named by MODEL_DIR.
 wsgi_app = "skserve.app:create_app()"
@@ -56,6 +61,15 @@ bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
 # Predictions are CPU-bound, so one worker per CPU we may use (cgroup quota aware, unlike
 # gunicorn's own default); WEB_CONCURRENCY overrides it, as platforms expect.
 workers = int(os.environ.get("WEB_CONCURRENCY") or available_cpus())
+
+# OpenMP (HistGradientBoosting) and BLAS size their thread pools from the host's CPUs and
+# ignore cgroup quotas (scikit-learn#35017): N workers with that many threads each oversubscribe
+# the CPUs. Each worker gets its share instead; SKSERVE_THREADS overrides it (and replaces any
+# OMP_NUM_THREADS or *BLAS_NUM_THREADS given). Set here, before the app imports the libraries,
+# because OpenMP reads it once, at load, for every thread: a limit set later with threadpoolctl
+# (post_fork) holds only in the thread that sets it, not in the request threads.
+for _variable in THREAD_POOL_VARIABLES:
+    os.environ[_variable] = str(worker_threads(workers))
 
 # Threads let a worker parse the next requests while one is predicting, and keep slow clients
 # from blocking a whole worker.
@@ -134,8 +148,28 @@ SWITCH_INTERVAL_S = 0.0001
 
 
 def post_fork(server: Any, worker: Any) -> None:
-    """In each worker: hand the GIL round in short turns (SWITCH_INTERVAL_S)."""
+    """In each worker: hand the GIL round in short turns (SWITCH_INTERVAL_S), and size the thread pools."""
     sys.setswitchinterval(SWITCH_INTERVAL_S)
+    # BLAS pools are process-wide, so this also holds them to the share of the real worker count
+    # (a --workers in GUNICORN_CMD_ARGS) and covers libraries loaded before this module was read.
+    threadpoolctl.threadpool_limits(limits=worker_threads(server.cfg.workers), user_api="blas")
+    _log_thread_pools()
+
+
+def _log_thread_pools() -> None:
+    """Log the pool sizes a request thread gets, read from a new thread as gunicorn's are."""
+    pools: list[dict[str, Any]] = []
+    reader = threading.Thread(target=lambda: pools.extend(threadpoolctl.threadpool_info()))
+    reader.start()
+    reader.join()
+    sizes = [
+        {"api": pool["user_api"], "library": pool["prefix"], "threads": pool["num_threads"]} for pool in pools
+    ]
+    log.info(
+        "thread pools: %s",
+        ", ".join(f"{pool['library']} {pool['threads']}" for pool in sizes),
+        extra={"fields": {"thread_pools": sizes, "cpus": available_cpus()}},
+    )
 
 
 def worker_exit(server: Any, worker: Any) -> None:

@@ -8,10 +8,10 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-import joblib
 import numpy as np
 import sklearn
 
+from skserve import unpickle
 from skserve.artifact import CARD_FILE, MODEL_FILE, read_card, sha256_of
 from skserve.errors import InvalidInput
 from skserve.features import (
@@ -56,7 +56,9 @@ class LoadedModel:
     score: Score = field(repr=False, compare=False)
 
     @classmethod
-    def load(cls, model_dir: Path, *, allow_version_mismatch: bool = False) -> LoadedModel:
+    def load(
+        cls, model_dir: Path, *, allow_version_mismatch: bool = False, allow_unsafe_pickle: bool = False
+    ) -> LoadedModel:
         """Load and verify the pair in `model_dir`; raise ArtifactError with one clear sentence."""
         try:
             card = read_card(model_dir)
@@ -77,7 +79,7 @@ class LoadedModel:
             )
         _check_sklearn_version(card, allow_version_mismatch)
         try:
-            estimator = joblib.load(model_path)
+            estimator = unpickle.load(model_path, allow_unsafe=allow_unsafe_pickle)
         except Exception as error:  # unpickling can raise nearly anything; all mean "unusable"
             raise ArtifactError(f"cannot load {model_path}: {type(error).__name__}: {error}") from None
         return cls(estimator=estimator, card=card, score=_scorer(estimator, card, model_path))

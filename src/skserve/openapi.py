@@ -9,6 +9,7 @@ from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app
 
+from skserve import auth
 from skserve.features import CATEGORY, INPUTS, NUMBER, REGRESSION, TASKS, Feature
 from skserve.model import LoadedModel
 from skserve.schema import takes_integers
@@ -21,13 +22,20 @@ OPENAPI_VERSION = "3.1.0"
 JSON = "application/json"
 # The largest finite float64: the server turns every value into one and refuses what overflows.
 FLOAT64_MAX = sys.float_info.max
+BEARER = "apiKey"  # the security scheme's name
 
 
 @bp.get("/openapi.json")
 def openapi_document() -> Response:
     app = current_app
+    secured = {openapi_path(rule.rule) for rule in app.url_map.iter_rules() if auth.needs_key(rule.endpoint)}
     return json_response(
-        build_document(loaded_model(), max_rows=app.config["MAX_ROWS"], served_paths=served_paths(app))
+        build_document(
+            loaded_model(),
+            max_rows=app.config["MAX_ROWS"],
+            served_paths=served_paths(app),
+            secured_paths=secured,
+        )
     )
 
 
@@ -42,15 +50,17 @@ def openapi_path(rule: str) -> str:
     return re.sub(r"<(?:[^<>:]+:)?([^<>]+)>", r"{\1}", rule)
 
 
-def build_document(model: LoadedModel, *, max_rows: int, served_paths: Collection[str]) -> dict[str, Any]:
+def build_document(
+    model: LoadedModel, *, max_rows: int, served_paths: Collection[str], secured_paths: Collection[str] = ()
+) -> dict[str, Any]:
     """The document for an app serving `model`, listing only the paths in `served_paths`.
 
     Paths are in OpenAPI form ("/v2/models/{name}"). Listing only what the app really routes keeps
     the document honest whichever blueprints are registered; tests check the converse, that every
-    route the app serves is documented here.
+    route the app serves is documented here. The operations of `secured_paths` need an API key.
     """
     catalogue = {**_core_paths(model), **_v2_paths(model)}
-    return {
+    document = {
         "openapi": OPENAPI_VERSION,
         "info": {
             "title": f"skserve: {model.name}",
@@ -79,6 +89,21 @@ def build_document(model: LoadedModel, *, max_rows: int, served_paths: Collectio
             },
         },
     }
+    if secured_paths:
+        _secure(document, secured_paths)
+    return document
+
+
+def _secure(document: dict[str, Any], secured_paths: Collection[str]) -> None:
+    """Declare the bearer scheme, and on each operation of `secured_paths` the key and the 401."""
+    document["components"]["securitySchemes"] = {
+        BEARER: {"type": "http", "scheme": "bearer", "description": "One of the server's API keys"}
+    }
+    for path in secured_paths:
+        unauthorized = _response_ref("V2Unauthorized" if path.startswith("/v2") else "Unauthorized")
+        for operation in document["paths"][path].values():
+            operation["security"] = [{BEARER: []}]
+            operation["responses"]["401"] = unauthorized
 
 
 def _core_paths(model: LoadedModel) -> dict[str, Any]:
@@ -473,6 +498,7 @@ def _error_responses() -> dict[str, Any]:
         "PayloadTooLarge": "The body exceeds the size limit, or holds more rows than the limit",
         "UnsupportedMediaType": "The body is not sent as Content-Type: application/json",
         "NotFound": "No model of that name, or no such version of it",
+        "Unauthorized": "No API key, or not one of the server's (when it is started with API keys)",
     }
     responses = {name: _json(text, "Error") for name, text in descriptions.items() if name != "NotFound"}
     # The V2 routes also take a body without Content-Type, as tritonclient sends it.
