@@ -40,6 +40,7 @@ from skserve.packaging import package  # noqa: E402
 SIZES = tuple(int(size) for size in os.environ.get("BENCH_BULK_ROWS", "250000,1000000").split(","))
 ROUNDS = int(os.environ.get("BENCH_BULK_ROUNDS", "2"))
 TARGET_RATIO = 0.8
+SKSERVE = Path(sys.executable).parent / "skserve"
 
 NAIVE = """
 import sys, joblib, pandas as pd
@@ -117,7 +118,13 @@ def run() -> int:
                 for round_no in range(ROUNDS):
                     print(f"bench bulk: {model}, {rows:,} rows, round {round_no + 1}/{ROUNDS}", flush=True)
                     ours, naive = work / "ours.csv", work / "naive.csv"
-                    score = [sys.executable, "-m", "skserve.bulk", str(source), "--model-dir", str(model_dir)]
+                    score = [
+                        str(Path(sys.executable).parent / "skserve"),
+                        "score",
+                        str(source),
+                        "--model-dir",
+                        str(model_dir),
+                    ]
                     runs["skserve score"].append(measure([*score, "--output", str(ours)]))
                     runs["naive"].append(
                         measure(
