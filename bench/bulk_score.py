@@ -93,16 +93,25 @@ def write_input(model: str, model_dir: Path, rows: int, path: Path) -> None:
 
 
 def measure(argv: list[str]) -> dict[str, float]:
-    """Wall seconds, CPU seconds and peak RSS (MiB) of one child process, from its own rusage."""
+    """Wall seconds, CPU seconds and peak RSS (MiB) of one program run.
+
+    GNU time reports the peak: a child's own ru_maxrss would count this large parent's memory
+    at the fork, before the exec.
+    """
     started = time.perf_counter()
-    process = subprocess.Popen(
-        argv, stdout=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    done = subprocess.run(
+        ["/usr/bin/time", "-f", "%M %U %S", *argv],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
     )
-    _, status, usage = os.wait4(process.pid, 0)
     wall = time.perf_counter() - started
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"{argv} exited with {os.waitstatus_to_exitcode(status)}")
-    return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "peak_rss_mib": usage.ru_maxrss / 1024}
+    if done.returncode != 0:
+        raise RuntimeError(f"{argv} exited with {done.returncode}: {done.stderr[-500:]}")
+    peak_kib, user, system = done.stderr.split()[-3:]
+    return {"wall_s": wall, "cpu_s": float(user) + float(system), "peak_rss_mib": int(peak_kib) / 1024}
 
 
 def run() -> int:
