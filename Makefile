@@ -95,11 +95,43 @@ docker-base: ## Build the registry-free base image LOCAL_BASE (default skserve-b
 docker-test: $(INSTALLED) ## Run only the tests that build and run the image on the real Docker engine
 	$(VENV)/bin/pytest -m docker
 
-docker-lint: $(INSTALLED) ## Check the Dockerfiles (the image's and deploy/prometheus's) with hadolint
-	$(VENV)/bin/hadolint Dockerfile deploy/prometheus/Dockerfile
+docker-lint: $(INSTALLED) ## Check the Dockerfiles (the image's, the load balancer's, deploy/prometheus's) with hadolint
+	$(VENV)/bin/hadolint Dockerfile docker/haproxy.Dockerfile deploy/prometheus/Dockerfile
 
 # `make lint` checks the Dockerfile too.
 lint: docker-lint
+
+# ---------------------------------------------------------------------------------------------
+# Scale out (docs/cluster.md): replicas on a single-node Docker Swarm behind HAProxy, which checks
+# /ready and retries a failed request on another replica. Without a registry, as for docker-build:
+#   make docker-base && make cluster-up REPLICAS=3 BASE_IMAGE=skserve-base:bookworm
+#   make cluster-update TRAIN_SEED=7 BASE_IMAGE=skserve-base:bookworm   a new model, rolled out
+# CLUSTER_STACK: the stack's name; CLUSTER_IMAGE: the images' repository (tags cluster-<id>);
+# UPDATE_IMAGE: cluster-update rolls out this built image instead of building one.
+REPLICAS ?= 2
+CLUSTER_PORT ?= 8080
+CLUSTER_STACK ?= skserve
+CLUSTER_IMAGE ?= skserve
+UPDATE_IMAGE ?=
+CLUSTER := REPLICAS='$(REPLICAS)' CLUSTER_PORT='$(CLUSTER_PORT)' CLUSTER_STACK='$(CLUSTER_STACK)' \
+	CLUSTER_IMAGE='$(CLUSTER_IMAGE)' BASE_IMAGE='$(BASE_IMAGE)' UPDATE_IMAGE='$(UPDATE_IMAGE)' deploy/swarm/cluster.sh
+
+.PHONY: cluster-up cluster-update cluster-scale cluster-status cluster-down
+
+cluster-up: ## Build, deploy REPLICAS (default 2) behind HAProxy on CLUSTER_PORT (8080), wait until all are healthy
+	@$(CLUSTER) up
+
+cluster-update: ## Build with the training options given (TRAIN_MODEL, TRAIN_SEED, ...) and roll it out; fails if rolled back
+	@$(CLUSTER) update
+
+cluster-scale: ## Scale the replicas to REPLICAS and wait until all are healthy
+	@$(CLUSTER) scale
+
+cluster-status: ## Show the services, each replica's image and state, the last update and the load balancer's answer
+	@$(CLUSTER) status
+
+cluster-down: ## Remove the stack and its images; leave the swarm only if cluster-up made it
+	@$(CLUSTER) down
 
 # ---------------------------------------------------------------------------------------------
 # The docs page (GET /): docs/screenshot.png is what the browser test sees (needs Debian's chromium).
@@ -116,11 +148,12 @@ screenshot: $(INSTALLED) ## Refresh docs/screenshot.png: headless Chromium fills
 #   make bench BENCH_PEERS=mlflow               also MLflow's scoring server (own venv, bench/.peers/)
 #   make bench BENCH_PEERS=floor                also the floor: Flask answering from a table, no model work
 #   make bench BENCH_PEERS=bare                 also skserve's parse, score and encode alone, without logs, metrics or checks
+#   make bench-cluster BASE_IMAGE=skserve-base:bookworm    the Swarm stack (bench/cluster.py; ~15 min with its 10-min soak)
 # Needs two cores and wrk (installed with apt-get when missing, so run as root).
 BENCH_INSTALLED := $(VENV)/.bench-installed
 WRK := command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
 
-.PHONY: bench bench-profile
+.PHONY: bench bench-profile bench-cluster
 
 $(BENCH_INSTALLED): $(INSTALLED) bench/requirements.txt
 	$(PYTHON) -m pip install --quiet -r bench/requirements.txt
@@ -129,6 +162,10 @@ $(BENCH_INSTALLED): $(INSTALLED) bench/requirements.txt
 bench: $(BENCH_INSTALLED) ## Benchmark skserve vs a naive Flask app; writes bench/results/ (see bench/run.py)
 	@$(WRK)
 	$(PYTHON) bench/run.py
+
+bench-cluster: $(BENCH_INSTALLED) ## Cluster figures via HAProxy (1, 2 replicas) vs one container, rollout time, soak; bench/results/cluster.md
+	@$(WRK)
+	BASE_IMAGE='$(BASE_IMAGE)' $(PYTHON) bench/cluster.py
 
 bench-profile: $(BENCH_INSTALLED) ## Sample a loaded skserve worker with py-spy; writes bench/results/profile.md
 	@$(WRK)

@@ -10,7 +10,7 @@ import numpy as np
 import orjson
 from flask import Blueprint, Response, current_app
 
-from skserve import metrics
+from skserve import drain, metrics
 from skserve.schema import rows_to_matrix
 from skserve.web import json_response, loaded_model, predict_rows, read_json_body
 
@@ -57,7 +57,10 @@ def health() -> Response:
 
 @bp.get("/ready")
 def ready() -> Response:
-    # The factory refuses to build an app without a verified model, so an app that answers is ready.
+    # The factory refuses to build an app without a verified model, so an app that answers is ready
+    # until it is told to stop (skserve.drain).
+    if drain.draining():
+        return json_response({"status": "draining", "model_version": loaded_model().version}, 503)
     return json_response({"status": "ready", "model_version": loaded_model().version})
 
 

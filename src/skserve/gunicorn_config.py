@@ -1,5 +1,5 @@
 """gunicorn settings for skserve, each with its reason. Environment: PORT, WEB_CONCURRENCY, MODEL_DIR,
-SKSERVE_THREADS.
+SKSERVE_THREADS, SKSERVE_DRAIN_SECONDS.
 
 `skserve serve` and the repository's gunicorn.conf.py both use this module. It must be imported
 before anything imports prometheus_client (see PROMETHEUS_MULTIPROC_DIR below), which is why the
@@ -48,6 +48,7 @@ import threadpoolctl  # noqa: E402
 from gunicorn import glogging  # type: ignore[import-untyped]  # noqa: E402
 from prometheus_client import multiprocess  # noqa: E402 (after PROMETHEUS_MULTIPROC_DIR is set, above)
 
+from skserve import drain  # noqa: E402 (before the workers fork: they share its flag)
 from skserve.cpus import THREAD_POOL_VARIABLES, available_cpus, worker_threads  # noqa: E402 (likewise: skserve imports prometheus_client)
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,14 @@ timeout = 30
 # default 10 s grace so the server exits on its own before SIGKILL.
 graceful_timeout = 8
 
+# On SIGTERM, first drain for this long (skserve.drain): /ready and /v2/health/ready answer 503 while
+# every request is still answered, so a load balancer checking readiness every second (twice
+# failed: out) stops sending before gunicorn closes its socket, then the graceful stop above
+# begins. A platform's stop grace period should cover drain plus graceful_timeout (deploy/swarm
+# gives 15 s; Docker's default 10 s cuts off only requests still running 7 s into the stop).
+# 0 turns draining off.
+DRAIN_SECONDS = float(os.environ.get("SKSERVE_DRAIN_SECONDS", "3"))
+
 # Load balancers reuse connections; keep them open a little longer than a typical client pause.
 keepalive = 5
 
@@ -123,6 +132,11 @@ logconfig_dict: dict[str, Any] = {
 
 # Python warnings (scikit-learn's, say) become log records too, so they also come out as JSON lines.
 logging.captureWarnings(True)
+
+
+def on_starting(server: Any) -> None:
+    """In the master: SIGTERM drains for DRAIN_SECONDS before gunicorn's graceful stop."""
+    drain.defer_term(server, DRAIN_SECONDS)
 
 
 def child_exit(server: Any, worker: Any) -> None:

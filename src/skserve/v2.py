@@ -12,7 +12,7 @@ from flask import Blueprint, Flask, Response, current_app, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from werkzeug.wrappers import Response as WerkzeugResponse
 
-from skserve import binary_tensors, metrics, web
+from skserve import binary_tensors, drain, metrics, web
 from skserve.errors import APIError, InvalidInput, UnsupportedMediaType
 from skserve.model import LoadedModel, Prediction
 from skserve.schema import json_type, parse_json, rows_of_values, tensor_rows
@@ -91,8 +91,10 @@ def server_live() -> Response:
 
 @bp.get("/health/ready")
 def server_ready() -> Response:
-    # The factory refuses to build an app without a verified model, so an app that answers is ready.
-    return web.json_response({"ready": True})
+    # The factory refuses to build an app without a verified model, so an app that answers is ready
+    # until it is told to stop (skserve.drain).
+    ready = not drain.draining()
+    return web.json_response({"ready": ready}, 200 if ready else 503)
 
 
 @bp.get("/models/<name>")
