@@ -7,7 +7,6 @@ import io
 import os
 import pty
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ from skserve.artifact import MODEL_FILE
 from skserve.bulk import Chunk, ScoringError, score_csv
 from skserve.model import LoadedModel
 from tests.live_server import REPO
-from tests.test_packaging import customers, mixed_pipeline, run_cli
+from tests.test_packaging import SKSERVE, customers, mixed_pipeline, run_cli
 
 HEADER = "sepal length (cm),sepal width (cm),petal length (cm),petal width (cm)"
 
@@ -199,9 +198,8 @@ def test_the_cli_shows_progress_on_stderr_when_it_is_a_terminal(model_dir: Path,
     with os.fdopen(controller, "rb", buffering=0) as screen:
         done = subprocess.run(
             [
-                sys.executable,
-                "-m",
-                "skserve.bulk",
+                SKSERVE,
+                "score",
                 tmp_path / "in.csv",
                 "--model-dir",
                 model_dir,
