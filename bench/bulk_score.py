@@ -40,6 +40,7 @@ from skserve.packaging import package  # noqa: E402
 SIZES = tuple(int(size) for size in os.environ.get("BENCH_BULK_ROWS", "250000,1000000").split(","))
 ROUNDS = int(os.environ.get("BENCH_BULK_ROUNDS", "2"))
 TARGET_RATIO = 0.8
+SKSERVE = Path(sys.executable).parent / "skserve"
 
 NAIVE = """
 import sys, joblib, pandas as pd
@@ -92,16 +93,25 @@ def write_input(model: str, model_dir: Path, rows: int, path: Path) -> None:
 
 
 def measure(argv: list[str]) -> dict[str, float]:
-    """Wall seconds, CPU seconds and peak RSS (MiB) of one child process, from its own rusage."""
+    """Wall seconds, CPU seconds and peak RSS (MiB) of one program run.
+
+    GNU time reports the peak: a child's own ru_maxrss would count this large parent's memory
+    at the fork, before the exec.
+    """
     started = time.perf_counter()
-    process = subprocess.Popen(
-        argv, stdout=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    done = subprocess.run(
+        ["/usr/bin/time", "-f", "%M %U %S", *argv],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
     )
-    _, status, usage = os.wait4(process.pid, 0)
     wall = time.perf_counter() - started
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"{argv} exited with {os.waitstatus_to_exitcode(status)}")
-    return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "peak_rss_mib": usage.ru_maxrss / 1024}
+    if done.returncode != 0:
+        raise RuntimeError(f"{argv} exited with {done.returncode}: {done.stderr[-500:]}")
+    peak_kib, user, system = done.stderr.split()[-3:]
+    return {"wall_s": wall, "cpu_s": float(user) + float(system), "peak_rss_mib": int(peak_kib) / 1024}
 
 
 def run() -> int:
@@ -117,7 +127,13 @@ def run() -> int:
                 for round_no in range(ROUNDS):
                     print(f"bench bulk: {model}, {rows:,} rows, round {round_no + 1}/{ROUNDS}", flush=True)
                     ours, naive = work / "ours.csv", work / "naive.csv"
-                    score = [sys.executable, "-m", "skserve.bulk", str(source), "--model-dir", str(model_dir)]
+                    score = [
+                        str(Path(sys.executable).parent / "skserve"),
+                        "score",
+                        str(source),
+                        "--model-dir",
+                        str(model_dir),
+                    ]
                     runs["skserve score"].append(measure([*score, "--output", str(ours)]))
                     runs["naive"].append(
                         measure(

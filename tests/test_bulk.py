@@ -7,7 +7,6 @@ import io
 import os
 import pty
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ from skserve.artifact import MODEL_FILE
 from skserve.bulk import Chunk, ScoringError, score_csv
 from skserve.model import LoadedModel
 from tests.live_server import REPO
-from tests.test_packaging import customers, mixed_pipeline
+from tests.test_packaging import SKSERVE, customers, mixed_pipeline, run_cli
 
 HEADER = "sepal length (cm),sepal width (cm),petal length (cm),petal width (cm)"
 
@@ -141,14 +140,7 @@ def test_a_file_that_is_not_the_models_csv_is_refused(model: LoadedModel, data: 
 
 
 def score_cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "skserve.bulk", *map(str, args)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=False,
-        env={"PYTHONPATH": str(REPO / "src"), "PATH": ""},
-    )
+    return run_cli("score", *args)
 
 
 def test_the_cli_writes_the_predictions_file(model: LoadedModel, model_dir: Path, tmp_path: Path) -> None:
@@ -206,9 +198,8 @@ def test_the_cli_shows_progress_on_stderr_when_it_is_a_terminal(model_dir: Path,
     with os.fdopen(controller, "rb", buffering=0) as screen:
         done = subprocess.run(
             [
-                sys.executable,
-                "-m",
-                "skserve.bulk",
+                SKSERVE,
+                "score",
                 tmp_path / "in.csv",
                 "--model-dir",
                 model_dir,
@@ -219,7 +210,7 @@ def test_the_cli_shows_progress_on_stderr_when_it_is_a_terminal(model_dir: Path,
             stdout=subprocess.DEVNULL,
             stderr=terminal,
             check=False,
-            env={"PYTHONPATH": str(REPO / "src"), "PATH": ""},
+            env={"PATH": ""},
         )
         os.close(terminal)
         shown = screen.read(4096).decode()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -65,15 +66,18 @@ def array_forest() -> RandomForestClassifier:
     return RandomForestClassifier(n_estimators=10, random_state=0).fit(X, (X[:, 0] > 0).astype(int))
 
 
-def package_cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
+SKSERVE = Path(sys.executable).parent / "skserve"  # the console script `pip install` makes
+
+
+def run_cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    """The `skserve` command as a user runs it, with nothing on PATH."""
     return subprocess.run(
-        [sys.executable, "-m", "skserve.packaging", *map(str, args)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=False,
-        env={"PYTHONPATH": str(REPO / "src"), "PATH": ""},
+        [SKSERVE, *map(str, args)], cwd=REPO, capture_output=True, text=True, check=False, env={"PATH": ""}
     )
+
+
+def package_cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return run_cli("package", *args)
 
 
 def card_features(card: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -287,3 +291,31 @@ def test_the_server_answers_exactly_what_the_estimator_answers_in_process(
         answer = response.json()
     assert answer["predictions"] == estimator.predict(rows).tolist()
     assert [list(p.values()) for p in answer["probabilities"]] == estimator.predict_proba(rows).tolist()
+
+
+class Call:
+    """An object whose unpickling calls `function(*args)`: what a malicious artifact holds."""
+
+    def __init__(self, function: Any, *args: Any) -> None:
+        self.function, self.args = function, args
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return self.function, self.args
+
+
+def test_a_crafted_pickle_is_refused_before_it_writes_a_file_or_runs_a_command(tmp_path: Path) -> None:
+    written, touched = tmp_path / "written-by-open", tmp_path / "touched-by-system"
+    crafted = tmp_path / "crafted.joblib"
+    joblib.dump([Call(open, str(written), "w"), Call(os.system, f"/usr/bin/touch {touched}")], crafted)
+    customers(5)[0].to_csv(tmp_path / "sample.csv", index=False)
+    done = package_cli(crafted, "--sample", tmp_path / "sample.csv", "--output", tmp_path / "models")
+    assert done.returncode == 2
+    assert done.stderr.startswith("skserve package: error: refused to load ")
+    assert len(done.stderr.splitlines()) == 1
+    assert not written.exists()
+    assert not touched.exists()
+    assert not (tmp_path / "models").exists()
+    # The file does both when plain joblib loads it, so the refusal is what prevented them.
+    subprocess.run([sys.executable, "-c", f"import joblib; joblib.load({str(crafted)!r})"], check=True)
+    assert written.exists()
+    assert touched.exists()

@@ -18,7 +18,7 @@ import pandas as pd
 from skserve.errors import InvalidInput
 from skserve.features import CATEGORY, NUMBER
 from skserve.model import ArtifactError, LoadedModel, Prediction
-from skserve.packaging import read_csv
+from skserve.packaging import allow_unsafe_pickle, read_csv
 from skserve.schema import rows_of_values
 
 DEFAULT_CHUNK_ROWS = 10_000
@@ -193,7 +193,7 @@ def run(args: argparse.Namespace) -> int:
         print("skserve score: error: --chunk-rows must be at least 1", file=sys.stderr)
         return 2
     try:
-        model = LoadedModel.load(args.model_dir)
+        model = LoadedModel.load(args.model_dir, allow_unsafe_pickle=allow_unsafe_pickle())
         bad = _score_file(model, args.input, args.output, args.chunk_rows, args.skip_bad_rows)
     except (ArtifactError, ScoringError) as error:
         print(f"skserve score: error: {error}", file=sys.stderr)
@@ -251,13 +251,3 @@ def _progress(source: IO[bytes]) -> Callable[[int], None]:
         print(f"\r[{bar:<30}] {done:4.0%} {rows:,} rows", end="", file=sys.stderr, flush=True)
 
     return show
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="skserve score", description=__doc__)
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -23,6 +23,8 @@ class Command(Protocol):
 # `skserve serve` must import nothing before gunicorn reads skserve.gunicorn_config.
 COMMANDS: dict[str, tuple[str, str]] = {
     "serve": (__name__, "Serve the model in MODEL_DIR over HTTP with gunicorn"),
+    "package": ("skserve.packaging", "Write the artifact pair for an estimator fitted elsewhere"),
+    "score": ("skserve.bulk", "Score a CSV of any length into a predictions CSV"),
 }
 
 

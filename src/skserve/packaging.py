@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import re
 import sys
@@ -24,6 +25,7 @@ from sklearn.metrics import accuracy_score, f1_score, mean_absolute_error, r2_sc
 from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted
 
+from skserve import unpickle
 from skserve.artifact import CARD_FORMAT_VERSION, write_artifact
 from skserve.features import (
     ARRAY_INPUT,
@@ -56,13 +58,20 @@ def read_csv(source: Any, **options: Any) -> Any:
 
 
 def load_estimator(path: Path) -> Any:
-    """Unpickle the user's joblib file; the one place packaging loads one."""
+    """Unpickle the user's joblib file through the safe loader, as the server will load it."""
     try:
-        return joblib.load(path)
+        return unpickle.load(path, allow_unsafe=allow_unsafe_pickle())
     except FileNotFoundError:
         raise PackagingError(f"no such file: {path}") from None
+    except unpickle.UnsafePickle as error:
+        raise PackagingError(str(error)) from None
     except Exception as error:  # unpickling can raise nearly anything; all mean "not a model file"
         raise PackagingError(f"cannot load {path}: {type(error).__name__}: {error}") from None
+
+
+def allow_unsafe_pickle() -> bool:
+    """SKSERVE_ALLOW_UNSAFE_PICKLE=true, as the server reads it: load custom code with plain joblib."""
+    return os.environ.get(unpickle.UNSAFE_SETTING, "").lower() == "true"
 
 
 def package(
@@ -382,6 +391,7 @@ def _summary(card: dict[str, Any], output: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`python -m skserve.packaging`, which the image's build stage runs without installing skserve."""
     parser = argparse.ArgumentParser(prog="skserve package", description=__doc__)
     add_arguments(parser)
     return run(parser.parse_args(argv))
