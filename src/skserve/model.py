@@ -192,7 +192,9 @@ def _scorer(estimator: Any, card: dict[str, Any], model_path: Path) -> Score:
         raise ArtifactError(
             f"{model_path} holds a {type(estimator).__name__}, which has no {method} for {task}"
         )
-    score: Score = scorer_for(estimator) if task == CLASSIFICATION else estimator.predict
+    score: Score = (
+        scorer_for(estimator, features_from_card(card)) if task == CLASSIFICATION else estimator.predict
+    )
     if card.get("input", ARRAY_INPUT) == DATAFRAME_INPUT:
         return _on_data_frames(score, features_from_card(card))
     return score

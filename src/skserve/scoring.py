@@ -3,22 +3,26 @@
 scikit-learn spends most of a call on a few rows outside the arithmetic: validating input (which
 skserve has done), and for a forest, dispatching each tree through joblib. For the estimators
 train.py makes there is a shorter path through the same arithmetic, in the same order. A model
-uses it only if it reproduces the estimator's own `predict_proba` bit for bit on probe rows when
-loaded, so a scikit-learn release that computes differently falls back to `predict_proba`.
+uses it only if it reproduces the estimator's own `predict_proba` bit for bit on probe rows built
+from its typed features when loaded, so a scikit-learn release that computes differently falls back
+to `predict_proba`.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 from scipy.special import expit
+from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
+
+from skserve.features import NUMBER, Feature
 
 log = logging.getLogger(__name__)
 
@@ -29,14 +33,15 @@ _FORESTS = (RandomForestClassifier, ExtraTreesClassifier)
 PROBE_ROWS = 64
 
 
-def scorer_for(estimator: Any) -> Score:
-    """A function of a finite 2-D float64 array of rows giving `estimator.predict_proba`'s result."""
+def scorer_for(estimator: Any, features: Sequence[Feature]) -> Score:
+    """A function of rows as `skserve.schema.rows_of_values` gives them for `features` (the model's
+    typed inputs) giving `estimator.predict_proba`'s result."""
     predict_proba: Score = estimator.predict_proba
     shortcut = _shortcut(estimator)
     if shortcut is None:
         return predict_proba
     name = type(estimator).__name__
-    if not _same_bits(shortcut, estimator):
+    if not _same_bits(shortcut, estimator, probe_rows(features)):
         log.warning(
             "the %s shortcut differs from predict_proba with this scikit-learn; using predict_proba", name
         )
@@ -54,14 +59,67 @@ def _shortcut(estimator: Any) -> Score | None:
     ]:
         scaler, logistic = (step for _, step in estimator.steps)
         return lambda rows: _scaled_logistic_predict_proba(scaler, logistic, rows)
+    encode = _encoding_step(estimator)
+    if encode is not None:
+        parts = list(
+            encode._iter(fitted=True, column_as_labels=False, skip_drop=True, skip_empty_columns=True)
+        )
+        final = estimator.steps[-1][1]
+        return lambda rows: _encoded_predict_proba(encode, parts, final, rows)
     return None
 
 
-def _same_bits(shortcut: Score, estimator: Any) -> bool:
-    """Whether `shortcut` gives the estimator's own bits on probe rows around and far from zero."""
+def _encoding_step(estimator: Any) -> Any:
+    """The ColumnTransformer of a two-step Pipeline as train.py makes for text or missing values
+    (fitted on an array, unweighted), or None."""
+    if type(estimator) is not Pipeline or len(estimator.steps) != 2:
+        return None
+    encode = estimator.steps[0][1]
+    if type(encode) is not ColumnTransformer or encode.transformer_weights:
+        return None
+    return None if hasattr(encode, "feature_names_in_") else encode
+
+
+def _encoded_predict_proba(encode: Any, parts: list[tuple[Any, ...]], final: Any, rows: np.ndarray) -> Any:
+    """The pipeline's predict_proba with ColumnTransformer.transform done without its validation,
+    routing and joblib dispatch (most of a call on a few rows): each fitted transformer on its
+    columns, in order, stacked by the ColumnTransformer's own hstack (dense or sparse as fitting
+    decided), then the final step's predict_proba, as Pipeline calls it."""
+    outputs = [transformer.transform(rows[:, columns]) for _, transformer, columns, _ in parts]
+    return final.predict_proba(encode._hstack(outputs, n_samples=len(rows)))
+
+
+def probe_rows(features: Sequence[Feature]) -> np.ndarray:
+    """Rows as serving gives them for `features`: numbers around and far from zero (NaN in some rows
+    of a nullable one), every category (and a missing one when nullable, an unknown one when
+    accepted) in shuffled rows; a float64 matrix when every feature is a number, else an object array."""
     rng = np.random.default_rng(0)
-    scales = rng.choice([1.0, 10.0, 1000.0], size=(PROBE_ROWS, 1))
-    probe = rng.normal(0, 1, size=(PROBE_ROWS, estimator.n_features_in_)) * scales
+    choices = [_category_choices(feature) for feature in features]
+    n_rows = max([PROBE_ROWS, *map(len, choices)])
+    scales = rng.choice([1.0, 10.0, 1000.0], size=(n_rows, 1))
+    numbers: np.ndarray = rng.normal(0, 1, size=(n_rows, len(features))) * scales
+    for index, feature in enumerate(features):
+        if feature.kind == NUMBER and feature.nullable:
+            numbers[rng.random(n_rows) < 0.25, index] = np.nan
+    if all(feature.kind == NUMBER for feature in features):
+        return numbers
+    probe = np.empty((n_rows, len(features)), dtype=object)
+    for index, (feature, values) in enumerate(zip(features, choices, strict=True)):
+        if feature.kind == NUMBER:
+            probe[:, index] = numbers[:, index].tolist()
+        else:
+            probe[:, index] = [values[i % len(values)] for i in rng.permutation(n_rows)]
+    return probe
+
+
+def _category_choices(feature: Feature) -> list[Any]:
+    missing = [np.nan] if feature.nullable else []
+    unknown = ["(a category unseen in training)"] if feature.accepts_unknown else []
+    return [*feature.categories, *missing, *unknown]
+
+
+def _same_bits(shortcut: Score, estimator: Any, probe: np.ndarray) -> bool:
+    """Whether `shortcut` gives the estimator's own bits on the probe rows."""
     try:
         return bool(shortcut(probe).tobytes() == estimator.predict_proba(probe).tobytes())
     except Exception:  # a shortcut that cannot score the probe is not used
