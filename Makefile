@@ -108,17 +108,21 @@ lint: docker-lint
 #   make cluster-update TRAIN_SEED=7 BASE_IMAGE=skserve-base:bookworm   a new model, rolled out
 # CLUSTER_STACK: the stack's name; CLUSTER_IMAGE: the images' repository (tags cluster-<id>);
 # UPDATE_IMAGE: cluster-update rolls out this built image instead of building one.
+# PROMETHEUS=1: cluster-up runs Prometheus in the stack too, on PROMETHEUS_PORT (deploy/swarm/prometheus.yml).
 REPLICAS ?= 2
 CLUSTER_PORT ?= 8080
+PROMETHEUS ?=
+PROMETHEUS_PORT ?= 9090
 CLUSTER_STACK ?= skserve
 CLUSTER_IMAGE ?= skserve
 UPDATE_IMAGE ?=
 CLUSTER := REPLICAS='$(REPLICAS)' CLUSTER_PORT='$(CLUSTER_PORT)' CLUSTER_STACK='$(CLUSTER_STACK)' \
-	CLUSTER_IMAGE='$(CLUSTER_IMAGE)' BASE_IMAGE='$(BASE_IMAGE)' UPDATE_IMAGE='$(UPDATE_IMAGE)' deploy/swarm/cluster.sh
+	CLUSTER_IMAGE='$(CLUSTER_IMAGE)' BASE_IMAGE='$(BASE_IMAGE)' UPDATE_IMAGE='$(UPDATE_IMAGE)' \
+	PROMETHEUS='$(PROMETHEUS)' PROMETHEUS_PORT='$(PROMETHEUS_PORT)' deploy/swarm/cluster.sh
 
 .PHONY: cluster-up cluster-update cluster-scale cluster-status cluster-down
 
-cluster-up: ## Build, deploy REPLICAS (default 2) behind HAProxy on CLUSTER_PORT (8080), wait until all are healthy
+cluster-up: ## Build, deploy REPLICAS (default 2) behind HAProxy on CLUSTER_PORT (8080), wait until all are healthy; PROMETHEUS=1 adds Prometheus
 	@$(CLUSTER) up
 
 cluster-update: ## Build with the training options given (TRAIN_MODEL, TRAIN_SEED, ...) and roll it out; fails if rolled back

@@ -1,7 +1,8 @@
-"""Replicas behind HAProxy on a real single-node Swarm, under load: rollouts, rollbacks, kills, scaling.
+"""Replicas behind HAProxy on a real single-node Swarm, under load: rollouts, rollbacks, kills, scaling,
+and a real Prometheus in the stack adding up the replicas' request counts.
 
-One stack (`make cluster-up REPLICAS=3`) serves the whole module, through the make verbs users run,
-while a bounded load of concurrent /predict requests goes through the load balancer; every answer
+One stack (`make cluster-up REPLICAS=3 PROMETHEUS=1`) serves the whole module, through the make verbs
+users run, while a bounded load of concurrent /predict requests goes through the load balancer; every answer
 is checked against the model of the version it names. Without a reachable engine these tests skip,
 and with REQUIRE_DOCKER=1 (set by .ci/run) they fail instead (as tests/test_docker.py's do).
 """
@@ -13,11 +14,15 @@ import json
 import subprocess
 import threading
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import joblib
 import numpy as np
@@ -34,6 +39,7 @@ REPOSITORY = "cluster-test-skserve"
 API = f"{STACK}_api"
 REPLICAS = 3
 PORT = free_port()  # the load balancer's
+PROMETHEUS_PORT = free_port()
 NEW_SEED = "7"  # the update's training option: the default seed is 42
 CLIENTS = 4
 PAUSE_S = 0.01  # between a client's requests: a steady load that leaves the CPUs some room
@@ -50,7 +56,7 @@ def make_verb(*args: str, check: bool = True) -> subprocess.CompletedProcess[str
     """Run a make cluster-* verb on the test's stack; fail with its output if `check` and it fails."""
     result = subprocess.run(
         ["make", "--no-print-directory", *args, f"CLUSTER_STACK={STACK}", f"CLUSTER_IMAGE={REPOSITORY}",
-         f"CLUSTER_PORT={PORT}"],
+         f"CLUSTER_PORT={PORT}", f"PROMETHEUS_PORT={PROMETHEUS_PORT}"],
         cwd=REPO, capture_output=True, text=True, timeout=VERB_TIMEOUT_S, check=False,
     )  # fmt: skip
     if check and result.returncode != 0:
@@ -102,7 +108,7 @@ def swarm_state() -> str:
 def cluster(base_image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:  # noqa: F811
     swarm_before = swarm_state()
     try:
-        up = make_verb("cluster-up", f"REPLICAS={REPLICAS}", f"BASE_IMAGE={base_image}")
+        up = make_verb("cluster-up", f"REPLICAS={REPLICAS}", "PROMETHEUS=1", f"BASE_IMAGE={base_image}")
         built = Cluster(base_image, up.stdout + up.stderr, made_swarm=swarm_before != "active")
         built.learn(built.image(), tmp_path_factory.mktemp("first-model"))
         yield built
@@ -218,7 +224,96 @@ def versions_now(cluster: Cluster, requests: int = 60) -> Counter[str]:
     return tally.versions()
 
 
+# --- Prometheus in the stack ---------------------------------------------------------------------------
+
+PROMETHEUS_TIMEOUT_S = 60.0  # its scrape and discovery intervals are 5 s (deploy/prometheus)
+GOOD, BAD = 45, 9
+
+
+def query(expression: str) -> list[dict[str, Any]]:
+    """An instant query of Prometheus's HTTP API, through its port published on the host."""
+    url = f"http://127.0.0.1:{PROMETHEUS_PORT}/api/v1/query?" + urllib.parse.urlencode({"query": expression})
+    with urllib.request.urlopen(url, timeout=10) as reply:
+        answer = json.loads(reply.read())
+    assert answer["status"] == "success", answer
+    result: list[dict[str, Any]] = answer["data"]["result"]
+    return result
+
+
+def by_label(label: str, expression: str) -> dict[str, float]:
+    return {sample["metric"][label]: float(sample["value"][1]) for sample in query(expression)}
+
+
+def wait_until(check: Any, what: str) -> Any:
+    """Poll `check()` until it returns something true, for at most PROMETHEUS_TIMEOUT_S."""
+    deadline = time.monotonic() + PROMETHEUS_TIMEOUT_S
+    while time.monotonic() < deadline:
+        try:
+            found = check()
+        except OSError:  # Prometheus not answering yet
+            found = None
+        if found:
+            return found
+        time.sleep(0.5)
+    logs = docker("service", "logs", f"{STACK}_prometheus", check=False)
+    raise AssertionError(f"timed out waiting for {what}:\n{(logs.stdout + logs.stderr)[-3000:]}")
+
+
+def task_addresses(cluster: Cluster) -> set[str]:
+    """Each running replica's address on the stack's overlay network, as Prometheus names it."""
+    addresses = set()
+    for task in cluster.running_tasks():
+        networks = json.loads(docker("inspect", task).stdout)[0]["NetworkSettings"]["Networks"]
+        addresses.add(f"{networks[f'{STACK}_skserve']['IPAddress']}:8000")
+    return addresses
+
+
+def post_status(body: object) -> int:
+    """POST /predict through the load balancer on a new connection (so HAProxy picks a replica)."""
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{PORT}/predict", json.dumps(body).encode(), {"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=15) as reply:
+            return int(reply.status)
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
 # --- the tests, in the order one stack goes through them ----------------------------------------------
+
+
+def test_prometheus_in_the_stack_finds_every_replica_and_sums_their_request_counts(cluster: Cluster) -> None:
+    """First, while no /predict has reached any replica yet: the counts start from nothing."""
+    replicas = task_addresses(cluster)
+    assert len(replicas) == REPLICAS
+    wait_until(
+        lambda: set(by_label("instance", 'up{job="skserve"} == 1')) == replicas,
+        f"Prometheus to scrape {replicas}",
+    )
+
+    statuses = Counter(post_status({"instances": [ROWS[index % len(ROWS)]]}) for index in range(GOOD))
+    statuses += Counter(post_status({"instances": [["x", 1, 2, 3]]}) for _ in range(BAD))
+    assert statuses == Counter({200: GOOD, 400: BAD})
+    sent_at = time.time()
+
+    # Every replica scraped after the last request, then the counts are exact.
+    wait_until(
+        lambda: min(by_label("instance", 'timestamp(up{job="skserve"})').values(), default=0) > sent_at + 0.5,
+        "a scrape of every replica after the last request",
+    )
+    predict = 'skserve_requests_total{endpoint="/predict"}'
+    assert by_label("status", f"sum by (status) ({predict})") == {"200": GOOD, "400": BAD}
+    per_replica = by_label("instance", f"sum by (instance) ({predict})")
+    assert set(per_replica) <= replicas
+    assert len([count for count in per_replica.values() if count > 0]) > 1, per_replica
+    assert sum(per_replica.values()) == GOOD + BAD
+    # One model everywhere, as the skew alert counts; the rules loaded and evaluate across replicas.
+    assert (
+        float(query('count(count by (version, sha256) (skserve_model_info{job="skserve"}))')[0]["value"][1])
+        == 1
+    )
+    wait_until(lambda: query("job:skserve_requests:rate1m"), "the recording rule across replicas")
 
 
 def test_cluster_up_waits_for_every_replica_healthy_and_prints_the_url(cluster: Cluster) -> None:
@@ -341,5 +436,6 @@ def test_cluster_down_removes_the_stack_and_its_images_and_the_swarm_it_made(clu
     assert docker("network", "ls", "--quiet", "--filter", stack).stdout == ""
     assert docker("image", "ls", "--quiet", REPOSITORY).stdout == ""
     assert docker("image", "ls", "--quiet", f"{REPOSITORY}-haproxy").stdout == ""
+    assert docker("image", "ls", "--quiet", f"{REPOSITORY}-prometheus").stdout == ""
     assert ("left the swarm that cluster-up made" in down) == cluster.made_swarm
     assert (swarm_state() == "active") != cluster.made_swarm

@@ -7,8 +7,11 @@
 #   CLUSTER_STACK  stack name (default skserve): services <stack>_api and <stack>_lb
 #   REPLICAS       replicas of the api for up and scale (default 2)
 #   CLUSTER_PORT   host port of the load balancer (default 8080)
+#   PROMETHEUS     up: 1 to run Prometheus in the stack too (deploy/swarm/prometheus.yml)
+#   PROMETHEUS_PORT  its host port (default 9090)
 #   CLUSTER_IMAGE  repository of the images built (default skserve): every build is tagged
-#                  <repo>:cluster-<image id> and <repo>-haproxy:cluster-<image id>, since Swarm
+#                  <repo>:cluster-<image id>, <repo>-haproxy:cluster-<image id> (and
+#                  <repo>-prometheus:cluster-<image id>), since Swarm
 #                  without a registry changes nothing for a tag it has seen (moby#29676)
 #   BASE_IMAGE     base of the images, as for `make docker-build`
 #   LB_BASE        base of the load balancer; default the official haproxy:2.6 when BASE_IMAGE is
@@ -22,6 +25,8 @@ set -euo pipefail
 stack="${CLUSTER_STACK:-skserve}"
 replicas="${REPLICAS:-2}"
 port="${CLUSTER_PORT:-8080}"
+prometheus="${PROMETHEUS:-}"
+prometheus_port="${PROMETHEUS_PORT:-9090}"
 repo="${CLUSTER_IMAGE:-skserve}"
 wait_s="${WAIT_S:-180}"
 api="${stack}_api"
@@ -60,6 +65,17 @@ build_app() {
     tag_by_id "$repo:cluster-build" "$repo"
 }
 
+# Build an image with the classic builder (no RUN --mount, so it needs no buildx plugin); its
+# output, a deprecation notice included, is shown only when the build fails. Print its tag.
+build_classic() {
+    local what="$1" base="$2" dockerfile="$3" repository="$4" log
+    log="$(DOCKER_BUILDKIT=0 docker build --quiet --build-arg "BASE_IMAGE=$base" \
+        --tag "$repository:cluster-build" --file "$dockerfile" "$(dirname "$dockerfile")" 2>&1)" \
+        || fail "building $what on $base failed:
+$log"
+    tag_by_id "$repository:cluster-build" "$repository"
+}
+
 build_lb() {
     local base="${LB_BASE:-}"
     if [ -z "$base" ]; then
@@ -68,14 +84,12 @@ build_lb() {
             *) base="$BASE_IMAGE" ;;
         esac
     fi
-    # No RUN --mount here, so the classic builder does (it needs no buildx plugin); its output,
-    # a deprecation notice included, is shown only when the build fails.
-    local log
-    log="$(DOCKER_BUILDKIT=0 docker build --quiet --build-arg "BASE_IMAGE=$base" \
-        --tag "$repo-haproxy:cluster-build" --file "$root/docker/haproxy.Dockerfile" "$root/docker" 2>&1)" \
-        || fail "building the load balancer on $base failed:
-$log"
-    tag_by_id "$repo-haproxy:cluster-build" "$repo-haproxy"
+    build_classic "the load balancer" "$base" "$root/docker/haproxy.Dockerfile" "$repo-haproxy"
+}
+
+# Prometheus from Debian's package: any Debian base has it (the python images are Debian too).
+build_prometheus() {
+    build_classic Prometheus "${BASE_IMAGE:-python:3.12-slim}" "$root/deploy/prometheus/Dockerfile" "$repo-prometheus"
 }
 
 service_image() { docker service inspect --format '{{.Spec.TaskTemplate.ContainerSpec.Image}}' "$api"; }
@@ -109,20 +123,26 @@ $(docker service ps --no-trunc "$api")"
     done
 }
 
+# Deploy the app image $1 behind the load balancer $2, with Prometheus $3 if not empty.
 deploy() {
-    SKSERVE_IMAGE="$1" SKSERVE_LB_IMAGE="$2" REPLICAS="$replicas" CLUSTER_PORT="$port" \
-        docker stack deploy --detach=true --resolve-image never --compose-file "$here/stack.yml" "$stack" >/dev/null
+    local files=(--compose-file "$here/stack.yml")
+    [ -z "$3" ] || files+=(--compose-file "$here/prometheus.yml")
+    SKSERVE_IMAGE="$1" SKSERVE_LB_IMAGE="$2" SKSERVE_PROMETHEUS_IMAGE="$3" REPLICAS="$replicas" \
+        CLUSTER_PORT="$port" PROMETHEUS_PORT="$prometheus_port" \
+        docker stack deploy --detach=true --resolve-image never "${files[@]}" "$stack" >/dev/null
 }
 
 up() {
     ensure_swarm
-    local app lb
+    local app lb prom=""
     app="$(build_app)"
     lb="$(build_lb)"
-    deploy "$app" "$lb"
+    [ -z "$prometheus" ] || prom="$(build_prometheus)"
+    deploy "$app" "$lb" "$prom"
     wait_healthy "$replicas"
     say "$replicas/$replicas replicas healthy, serving $app (model $(model_version "$app")) behind HAProxy ($lb)"
     say "serving on $url"
+    [ -z "$prom" ] || say "Prometheus ($prom) on http://127.0.0.1:$prometheus_port"
 }
 
 update() {
@@ -170,7 +190,7 @@ down() {
         done
         say "removed stack $stack"
     fi
-    images="$(docker image ls --format '{{.Repository}}:{{.Tag}}' | grep -E "^($repo|$repo-haproxy):cluster-" || true)"
+    images="$(docker image ls --format '{{.Repository}}:{{.Tag}}' | grep -E "^($repo|$repo-haproxy|$repo-prometheus):cluster-" || true)"
     if [ -n "$images" ]; then
         # shellcheck disable=SC2086  # one image name per word
         docker image rm $images >/dev/null
