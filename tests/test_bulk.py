@@ -245,3 +245,24 @@ def test_a_category_the_model_never_saw_is_a_bad_row(mixed_dir: Path) -> None:
     rows.loc[2, "city"] = "rome"
     with pytest.raises(ScoringError, match=r"^line 4: feature 'city': "):
         score(LoadedModel.load(mixed_dir), rows.to_csv(index=False).encode())
+
+
+def test_bad_rows_of_a_typed_chunk_are_named_as_the_per_row_checks_name_them(mixed_dir: Path) -> None:
+    rows = customers(16, seed=8)[0].astype({"age": object, "income": object})
+    rows.loc[1, "age"] = 3.5
+    rows.loc[6, "city"] = "rome"
+    rows.loc[9, "income"] = "lots"
+    output, chunks = score(
+        LoadedModel.load(mixed_dir), rows.to_csv(index=False).encode(), chunk_rows=4, skip_bad_rows=True
+    )
+    assert [[str(row) for row in chunk.bad] for chunk in chunks] == [
+        [
+            "line 3: feature 'age': expected an integer (the model was fitted on int64), "
+            "got a number with a fraction"
+        ],
+        ["line 8: feature 'city': expected one of its categories ['lyon', 'nice', 'paris'], got 'rome'"],
+        ["line 11: feature 'income': expected a number or null, got a string"],
+        [],
+    ]
+    good = rows.drop(index=[1, 6, 9]).astype({"age": "int64", "income": "float64"})
+    assert [row[0] for row in output[1:]] == joblib.load(mixed_dir / MODEL_FILE).predict(good).tolist()

@@ -196,3 +196,58 @@ def test_any_single_value_is_accepted_exactly_when_it_is_valid_and_else_named(
         rows_of_values(rows, TYPED, MAX_ROWS)
     assert caught.value.status == 400
     assert caught.value.message == f"row {row}, feature {TYPED_NAMES[column]!r}: {problem}"
+
+
+# Columns as a CSV reader types them, each with values a feature refuses as well as ones it takes.
+TYPED_COLUMNS = (
+    *TYPED,
+    Feature("colour_or_other", "category", categories=("blue", "green", "red"), accepts_unknown=True),
+    Feature("grade_or_other", "category", nullable=True, categories=(1, 2, 3), accepts_unknown=True),
+)
+# Mostly values every number feature takes, so that a lone bad one is often the only one.
+number_column_values = st.sampled_from(
+    [1.0, 2.0, 3.0, -0.0, 7.0, 2.0**60, 1e300, 1.0, 2.0, 3.0, 0.5, 1e-300, math.nan, math.inf, -math.inf]
+)
+text_column_values = st.sampled_from(["blue", "green", "red", "blue", "pink", "", None, math.nan, 1.5])
+
+
+@st.composite
+def typed_column(draw: Any, feature: Feature, n_rows: int) -> np.ndarray:
+    if feature.kind == "category" and not feature.numeric_categories:
+        values = draw(st.lists(text_column_values, min_size=n_rows, max_size=n_rows))
+        return np.array(values, dtype=object)
+    if draw(st.booleans()):
+        bound = st.integers(min_value=-(2**63), max_value=2**63 - 1)
+        return np.array(draw(st.lists(bound, min_size=n_rows, max_size=n_rows)), dtype=np.int64)
+    numbers = draw(st.lists(number_column_values, min_size=n_rows, max_size=n_rows))
+    return np.array(numbers, dtype=np.float64)
+
+
+def column_values(column: np.ndarray) -> list[Any]:
+    """A typed column's values as /predict's rows hold them: Python values, None for missing."""
+    return [
+        None if value is None or (isinstance(value, float) and math.isnan(value)) else value
+        for value in column.tolist()
+    ]
+
+
+@settings(max_examples=500, derandomize=True)
+@given(data=st.data())
+def test_typed_columns_give_the_matrix_of_their_rows_exactly_when_the_rows_are_valid(data: Any) -> None:
+    """The vectorised twin accepts what rows_of_values accepts, and makes the identical matrix."""
+    n_rows = data.draw(st.integers(min_value=1, max_value=6))
+    features = data.draw(st.lists(st.sampled_from(TYPED_COLUMNS), min_size=1, max_size=3, unique=True))
+    columns = [data.draw(typed_column(feature, n_rows)) for feature in features]
+    rows = [list(row) for row in zip(*map(column_values, columns), strict=True)]
+    matrix = schema.typed_columns_to_matrix(columns, features)
+    try:
+        expected = rows_of_values(rows, features, MAX_ROWS)
+    except InvalidInput:
+        assert matrix is None
+        return
+    assert matrix is not None
+    assert matrix.dtype == expected.dtype
+    assert [[type(value) for value in row] for row in matrix.tolist()] == [
+        [type(value) for value in row] for row in expected.tolist()
+    ]
+    assert marked(matrix.tolist()) == marked(expected.tolist())

@@ -19,7 +19,7 @@ from skserve.errors import InvalidInput
 from skserve.features import CATEGORY, NUMBER
 from skserve.model import ArtifactError, LoadedModel, Prediction
 from skserve.packaging import allow_unsafe_pickle, read_csv
-from skserve.schema import rows_of_values
+from skserve.schema import rows_of_values, typed_columns_to_matrix
 
 DEFAULT_CHUNK_ROWS = 10_000
 DEFAULT_MODEL_DIR = Path("models")
@@ -99,10 +99,31 @@ def _check_header(columns: list[str], names: list[str]) -> None:
 def _score_chunk(
     model: LoadedModel, frame: Any, first_line: int, sink: IO[str], skip_bad_rows: bool
 ) -> Chunk:
+    # The columns as pandas typed them are checked whole; only a chunk they do not settle goes
+    # through the per-row checks, which name each bad row.
+    columns = [frame[name].to_numpy() for name in model.feature_names]
+    rows = typed_columns_to_matrix(columns, model.features)
+    bad: tuple[BadRow, ...] = ()
+    if rows is None:
+        rows, bad = _checked_rows(model, frame, first_line, skip_bad_rows)
+        if rows is None:
+            return Chunk(first_line, len(frame), bad)
+    try:
+        prediction = model.predict(rows)
+    except InvalidInput as error:
+        last = first_line + len(frame) - 1
+        raise ScoringError(f"lines {first_line}-{last}: {error.message}") from None
+    _write(model, prediction, sink, header=first_line == FIRST_DATA_LINE)
+    return Chunk(first_line, len(frame), bad)
+
+
+def _checked_rows(
+    model: LoadedModel, frame: Any, first_line: int, skip_bad_rows: bool
+) -> tuple[np.ndarray | None, tuple[BadRow, ...]]:
+    """The chunk's valid rows as the model takes them (None if there are none) and its bad rows."""
     instances = _instances(model, frame)
     try:
-        rows = rows_of_values(instances, model.features, len(instances))
-        bad: tuple[BadRow, ...] = ()
+        return rows_of_values(instances, model.features, len(instances)), ()
     except InvalidInput:
         # Rows checked one by one only in a chunk that has a bad one, to name each and its line.
         verdicts = [_problem(model, row) for row in instances]
@@ -111,15 +132,8 @@ def _score_chunk(
             raise ScoringError(f"{bad[0]} (--skip-bad-rows scores the other rows)") from None
         good = [row for row, problem in zip(instances, verdicts, strict=True) if not problem]
         if not good:
-            return Chunk(first_line, len(instances), bad)
-        rows = rows_of_values(good, model.features, len(good))
-    try:
-        prediction = model.predict(rows)
-    except InvalidInput as error:
-        last = first_line + len(instances) - 1
-        raise ScoringError(f"lines {first_line}-{last}: {error.message}") from None
-    _write(model, prediction, sink, header=first_line == FIRST_DATA_LINE)
-    return Chunk(first_line, len(instances), bad)
+            return None, bad
+        return rows_of_values(good, model.features, len(good)), bad
 
 
 def _instances(model: LoadedModel, frame: Any) -> list[list[Any]]:
