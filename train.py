@@ -6,17 +6,13 @@ import argparse
 import csv
 import hashlib
 import math
-import platform
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import joblib
 import numpy as np
-import sklearn
 from sklearn.compose import ColumnTransformer
 from sklearn.datasets import load_breast_cancer, load_diabetes, load_iris, load_wine
 from sklearn.ensemble import (
@@ -34,7 +30,7 @@ from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
 
 # train.py is a script at the top of the repository; the artifact code it shares with serving is in src/.
 sys.path.insert(0, str(Path(__file__).resolve().parent / "src"))
-from skserve.artifact import CARD_FORMAT_VERSION, write_artifact
+from skserve.artifact import card_head, library_versions, write_artifact
 from skserve.features import (
     ARRAY_INPUT,
     CATEGORY,
@@ -44,7 +40,6 @@ from skserve.features import (
     REGRESSION,
     TASKS,
     Feature,
-    features_to_card,
     is_plain_numeric,
 )
 
@@ -326,16 +321,13 @@ def train(
         raise TrainingError(f"cannot split {len(y)} rows into training and test sets: {error}") from None
     estimator.fit(X_train, y_train)
     estimator_name = ESTIMATOR_NAMES[LEGACY_NAMES.get(model, model), task]
-    card: dict[str, Any] = {
-        "format_version": CARD_FORMAT_VERSION,
-        "name": name or f"{data.name}-{estimator_name.replace('_', '-')}",
-        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "task": task,
-        "input": ARRAY_INPUT,
-        "features": features_to_card(features),
-    }
-    if task == CLASSIFICATION:
-        card["classes"] = estimator.classes_.tolist()
+    card = card_head(
+        name=name or f"{data.name}-{estimator_name.replace('_', '-')}",
+        task=task,
+        input_kind=ARRAY_INPUT,
+        features=features,
+        estimator=estimator,
+    )
     card |= {
         "metrics": {**_metrics(task, y_test, estimator.predict(X_test)), "test_rows": len(y_test)},
         "training_data": {
@@ -353,12 +345,7 @@ def train(
         },
         "seed": seed,
         "task_reason": reason,
-        "versions": {
-            "python": platform.python_version(),
-            "scikit-learn": sklearn.__version__,
-            "numpy": np.__version__,
-            "joblib": joblib.__version__,
-        },
+        "versions": library_versions(),
     }
     return estimator, card
 

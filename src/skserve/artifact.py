@@ -5,15 +5,49 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import platform
 import secrets
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import joblib
+import numpy as np
+import sklearn
+
+from skserve.features import CLASSIFICATION, Feature, features_to_card
 
 MODEL_FILE = "model.joblib"
 CARD_FILE = "model.json"
 CARD_FORMAT_VERSION = 2
+
+
+def card_head(
+    *, name: str, task: str, input_kind: str, features: Sequence[Feature], estimator: Any
+) -> dict[str, Any]:
+    """The keys every model card starts with, whoever writes it (train.py or `skserve package`)."""
+    card: dict[str, Any] = {
+        "format_version": CARD_FORMAT_VERSION,
+        "name": name,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "task": task,
+        "input": input_kind,
+        "features": features_to_card(features),
+    }
+    if task == CLASSIFICATION:
+        card["classes"] = estimator.classes_.tolist()
+    return card
+
+
+def library_versions() -> dict[str, str]:
+    """The versions a card records; serving refuses a model made with another scikit-learn."""
+    return {
+        "python": platform.python_version(),
+        "scikit-learn": sklearn.__version__,
+        "numpy": np.__version__,
+        "joblib": joblib.__version__,
+    }
 
 
 def sha256_of(path: Path) -> str:

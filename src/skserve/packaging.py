@@ -4,20 +4,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import re
 import sys
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import joblib
 import numpy as np
 import pandas as pd
-import sklearn
 from sklearn.base import is_classifier, is_regressor
 from sklearn.compose import ColumnTransformer
 from sklearn.exceptions import NotFittedError
@@ -26,7 +22,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils.validation import check_is_fitted
 
 from skserve import unpickle
-from skserve.artifact import CARD_FORMAT_VERSION, write_artifact
+from skserve.artifact import card_head, library_versions, write_artifact
 from skserve.features import (
     ARRAY_INPUT,
     CATEGORY,
@@ -38,7 +34,6 @@ from skserve.features import (
     Category,
     Feature,
     features_from_card,
-    features_to_card,
 )
 
 DEFAULT_OUTPUT = Path("models")
@@ -141,24 +136,16 @@ def describe(estimator: Any, sample: Any, name: str | None = None) -> dict[str, 
     )
     task = CLASSIFICATION if is_classifier(estimator) else REGRESSION
     final = estimator.steps[-1][1] if isinstance(estimator, Pipeline) else estimator
-    card: dict[str, Any] = {
-        "format_version": CARD_FORMAT_VERSION,
-        "name": name or _kebab(type(final).__name__),
-        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "task": task,
-        "input": input_kind,
-        "features": features_to_card(features),
-    }
-    if task == CLASSIFICATION:
-        card["classes"] = estimator.classes_.tolist()
+    card = card_head(
+        name=name or _kebab(type(final).__name__),
+        task=task,
+        input_kind=input_kind,
+        features=features,
+        estimator=estimator,
+    )
     card["estimator"] = {"name": _kebab(type(final).__name__), "class": type(estimator).__name__}
     card["packaged_from"] = {"sample_rows": len(frame)}
-    card["versions"] = {
-        "python": platform.python_version(),
-        "scikit-learn": sklearn.__version__,
-        "numpy": np.__version__,
-        "joblib": joblib.__version__,
-    }
+    card["versions"] = library_versions()
     if input_kind == DATAFRAME_INPUT:
         card["versions"]["pandas"] = pd.__version__
     return card
