@@ -38,7 +38,7 @@ run: $(RUNTIME) ## Install only what serving needs, train if MODEL_DIR holds no 
 	@test -f $(MODEL_DIR)/model.json || $(PYTHON) train.py --output $(MODEL_DIR)
 	$(VENV)/bin/skserve serve $(MODEL_DIR)
 
-test: $(INSTALLED) ## Run every test: unit, API, end-to-end over gunicorn, and the Docker image
+test: $(INSTALLED) ## Run every test: unit, API, end-to-end over gunicorn, the Docker image and the Swarm cluster
 	$(VENV)/bin/pytest --cov --cov-report=term
 
 lint: $(INSTALLED) ## Check with ruff (lint and format) and mypy --strict
