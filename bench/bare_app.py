@@ -27,7 +27,7 @@ def predict() -> Response:
     instances = orjson.loads(request.get_data())["instances"]
     if not NUMBERS.issuperset(map(type, chain.from_iterable(instances))):
         return Response(b'{"error":"expected numbers"}', 400, mimetype="application/json")
-    probabilities = model.probabilities(np.array(instances, dtype=np.float64))
+    probabilities = model.outputs(np.array(instances, dtype=np.float64))
     body = {
         "predictions": model.estimator.classes_.take(probabilities.argmax(axis=1)).tolist(),
         "probabilities": probability_objects(probabilities, model.class_names),

@@ -259,7 +259,7 @@ def main() -> int:
         try:
             cluster("up", REPLICAS="1")
             image = service_image()
-            cases = run.write_cases(model_dir_of(image, work / "model"), 1, work).lua
+            cases = run.write_cases(model_dir_of(image, work / "model"), run.iris_rows(), 1, work).lua
             loads["one container, no load balancer"] = direct(image, cases, failures)
             loads["HAProxy + 1 replica"] = measure(PORT, cases, "HAProxy + 1 replica", failures)
             cluster("scale", REPLICAS="2")

@@ -5,7 +5,7 @@ load it with wrk at 16 connections (1 row per request, every answer checked), an
 worker with py-spy from core 1. Writes bench/results/profile-<model>.svg (flame graph) and
 prints, per model, the share of samples by library and the top functions by own and total time.
 
-Environment: BENCH_PROFILE_SECONDS (default 15), BENCH_MODELS (default "pipeline,forest"),
+Environment: BENCH_PROFILE_SECONDS (default 15), BENCH_MODELS (default "pipeline,forest,mixed"),
 BENCH_QUIET_WAIT (seconds to wait for other sessions' CPU work to stop first, default 60).
 """
 
@@ -103,9 +103,9 @@ def py_spy(pid: int, seconds: int, out: Path, fmt: str, *extra: str) -> subproce
 
 def profile(model: str, model_dir: Path, work: Path, seconds: int) -> str:
     quiet = run.wait_for_quiet(float(os.environ.get("BENCH_QUIET_WAIT", "60")))
-    cases = run.write_cases(model_dir, 1, work)
+    cases = run.write_cases(model_dir, run.MODELS[model].rows(), 1, work)
     failures = run.Failures()
-    with run.running(run.SERVERS[run.OURS], model_dir, 1, work) as server:
+    with run.running(run.SKSERVE, model_dir, 1, work) as server:
         failures.check("warm-up", run.wrk(server.port, "/predict", cases.lua, CONNECTIONS, 2))
         worker = run.process_tree(server.process.pid)[1]
         # Collapsed stacks, kept beside the report for grepping callers (gitignored).

@@ -51,7 +51,9 @@ def measure(config: run.Config, work: Path, failures: run.Failures) -> list[dict
     # The expected answers, one predict per request body: OpenMP's spinning threads make each of
     # them slow on a busy machine, and they are not what is measured.
     with threadpoolctl.threadpool_limits(1):
-        cases = {rows: run.write_cases(model_dir, rows, work) for rows in (1, run.BATCH_ROWS)}
+        cases = {
+            rows: run.write_cases(model_dir, run.iris_rows(), rows, work) for rows in (1, run.BATCH_ROWS)
+        }
     records = []
     for round_no in range(config.rounds):
         order = list(SETTINGS.items()) if round_no % 2 == 0 else list(SETTINGS.items())[::-1]
