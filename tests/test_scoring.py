@@ -75,12 +75,12 @@ def test_a_shortcut_that_does_not_reproduce_predict_proba_is_not_used(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """As if a scikit-learn release computed differently: the model falls back to predict_proba."""
-    honest = scoring._scaled_logistic_predict_proba
+    honest = scoring._logistic_predict_proba
 
-    def one_bit_off(scaler: Any, logistic: Any, rows: np.ndarray) -> np.ndarray:
-        return np.nextafter(honest(scaler, logistic, rows), 2.0)
+    def one_bit_off(logistic: Any, rows: np.ndarray) -> np.ndarray:
+        return np.nextafter(honest(logistic, rows), 2.0)
 
-    monkeypatch.setattr(scoring, "_scaled_logistic_predict_proba", one_bit_off)
+    monkeypatch.setattr(scoring, "_logistic_predict_proba", one_bit_off)
     estimator = SHORTCUT_ESTIMATORS["trained-pipeline"]
     with caplog.at_level(logging.WARNING, logger="skserve.scoring"):
         assert scorer_for(estimator, numbers(estimator)) == estimator.predict_proba
@@ -169,3 +169,19 @@ def test_a_tabular_shortcut_one_bit_off_is_not_used(
     with caplog.at_level(logging.WARNING, logger="skserve.scoring"):
         assert scorer_for(estimator, features_from_card(card)) == estimator.predict_proba
     assert "the Pipeline shortcut differs from predict_proba" in caplog.text
+
+
+@pytest.mark.parametrize("model", MIXED_MODELS)
+def test_each_encoding_step_gives_its_transformers_own_values(model: str) -> None:
+    """The imputer, scaler and one-hot encoder, computed without validation, equal their transform
+    on rows with every category and missing values; other transformers keep their own transform."""
+    estimator, card = MIXED_MODELS[model]
+    rows = mixed_rows(features_from_card(card), 500)
+    encode = estimator.steps[0][1]
+    for _, transformer, columns in encode.transformers_:
+        if transformer == "drop":
+            continue
+        transform = scoring._transform(transformer)
+        expected = transformer.transform(rows[:, columns])
+        expected = expected.toarray() if hasattr(expected, "toarray") else expected
+        assert np.asarray(transform(rows[:, columns])).tobytes() == np.asarray(expected).tobytes()

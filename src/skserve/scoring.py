@@ -11,22 +11,26 @@ to `predict_proba`.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Sequence
+from functools import reduce
 from typing import Any
 
 import numpy as np
 from scipy.special import expit
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
+from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from skserve.features import NUMBER, Feature
 
 log = logging.getLogger(__name__)
 
 Score = Callable[[np.ndarray], np.ndarray]
+Transform = Callable[[np.ndarray], Any]
 
 # Exact types only: a subclass may score differently.
 _FORESTS = (RandomForestClassifier, ExtraTreesClassifier)
@@ -58,14 +62,16 @@ def _shortcut(estimator: Any) -> Score | None:
         LogisticRegression,
     ]:
         scaler, logistic = (step for _, step in estimator.steps)
-        return lambda rows: _scaled_logistic_predict_proba(scaler, logistic, rows)
+        return lambda rows: _logistic_predict_proba(logistic, _standardize(scaler, rows))
     encode = _encoding_step(estimator)
     if encode is not None:
-        parts = list(
-            encode._iter(fitted=True, column_as_labels=False, skip_drop=True, skip_empty_columns=True)
-        )
+        fitted = encode._iter(fitted=True, column_as_labels=False, skip_drop=True, skip_empty_columns=True)
+        parts = [(_transform(transformer), columns) for _, transformer, columns, _ in fitted]
         final = estimator.steps[-1][1]
-        return lambda rows: _encoded_predict_proba(encode, parts, final, rows)
+        score: Score = final.predict_proba  # a forest's own: its shortcut refuses NaN, which they take
+        if type(final) is LogisticRegression:
+            score = lambda encoded: _logistic_predict_proba(final, encoded)  # noqa: E731
+        return lambda rows: _encoded_predict_proba(encode, parts, score, rows)
     return None
 
 
@@ -80,13 +86,96 @@ def _encoding_step(estimator: Any) -> Any:
     return None if hasattr(encode, "feature_names_in_") else encode
 
 
-def _encoded_predict_proba(encode: Any, parts: list[tuple[Any, ...]], final: Any, rows: np.ndarray) -> Any:
+def _encoded_predict_proba(
+    encode: Any, parts: list[tuple[Transform, Any]], final: Score, rows: np.ndarray
+) -> Any:
     """The pipeline's predict_proba with ColumnTransformer.transform done without its validation,
     routing and joblib dispatch (most of a call on a few rows): each fitted transformer on its
     columns, in order, stacked by the ColumnTransformer's own hstack (dense or sparse as fitting
-    decided), then the final step's predict_proba, as Pipeline calls it."""
-    outputs = [transformer.transform(rows[:, columns]) for _, transformer, columns, _ in parts]
-    return final.predict_proba(encode._hstack(outputs, n_samples=len(rows)))
+    decided), then the final step's predict_proba (or its shortcut), as Pipeline calls it."""
+    outputs = [transform(rows[:, columns]) for transform, columns in parts]
+    return final(encode._hstack(outputs, n_samples=len(rows)))
+
+
+def _transform(transformer: Any) -> Transform:
+    """The fitted transformer's transform, computed without its input validation for the kinds
+    train.py puts in a ColumnTransformer (same values, same operations); others' own transform."""
+    kind = type(transformer)
+    if kind is Pipeline:
+        steps = [_transform(step) for _, step in transformer.steps]
+        return lambda rows: reduce(lambda data, step: step(data), steps, rows)
+    if kind is SimpleImputer and _fills_nan_only(transformer):
+        return lambda rows: _impute(transformer.statistics_, rows)
+    if kind is StandardScaler:
+        return lambda rows: _standardize(transformer, rows)
+    if kind is OneHotEncoder and _plain_one_hot(transformer):
+        lookups = [_category_index(categories) for categories in transformer.categories_]
+        offsets = np.cumsum([0] + [len(categories) for categories in transformer.categories_])
+        return lambda rows: _one_hot(lookups, offsets, rows)
+    transform: Transform = transformer.transform
+    return transform
+
+
+def _fills_nan_only(imputer: Any) -> bool:
+    """A numeric SimpleImputer that replaces NaN by its statistics and keeps every column."""
+    return bool(
+        imputer.strategy in ("mean", "median")
+        and _is_nan(imputer.missing_values)
+        and not imputer.add_indicator
+        and np.isfinite(imputer.statistics_).all()
+    )
+
+
+def _impute(statistics: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    filled = np.array(rows, dtype=np.float64)
+    missing = np.isnan(filled)
+    if missing.any():
+        filled[missing] = statistics[np.nonzero(missing)[1]]
+    return filled
+
+
+def _standardize(scaler: Any, rows: np.ndarray) -> np.ndarray:
+    """StandardScaler.transform's arithmetic, on a float64 copy of the rows."""
+    scaled = np.array(rows, dtype=np.float64)
+    if scaler.with_mean:
+        scaled -= scaler.mean_
+    if scaler.with_std:
+        scaled /= scaler.scale_
+    return scaled
+
+
+def _plain_one_hot(encoder: Any) -> bool:
+    """A OneHotEncoder with a column per category, unknown categories as zeros, float64 output."""
+    return bool(
+        encoder.handle_unknown == "ignore"
+        and encoder.drop_idx_ is None
+        and not encoder._infrequent_enabled
+        and encoder.dtype in (np.float64, float)
+    )
+
+
+def _category_index(categories: np.ndarray) -> tuple[dict[Any, int], int | None]:
+    """Each category's position, and that of NaN when missing values were a category in fitting."""
+    known = categories.tolist()
+    nan_at = len(known) - 1 if known and _is_nan(known[-1]) else None
+    return {value: i for i, value in enumerate(known) if i != nan_at}, nan_at
+
+
+def _is_nan(value: Any) -> bool:
+    """Whether `value` is NaN, how missing values reach a category column."""
+    return isinstance(value, float) and math.isnan(value)
+
+
+def _one_hot(
+    lookups: list[tuple[dict[Any, int], int | None]], offsets: np.ndarray, rows: np.ndarray
+) -> np.ndarray:
+    encoded = np.zeros((len(rows), offsets[-1]), dtype=np.float64)
+    for column, (index, nan_at) in enumerate(lookups):
+        for row, value in enumerate(rows[:, column].tolist()):
+            position = nan_at if _is_nan(value) else index.get(value)
+            if position is not None:
+                encoded[row, offsets[column] + position] = 1.0
+    return encoded
 
 
 def probe_rows(features: Sequence[Feature]) -> np.ndarray:
@@ -143,18 +232,13 @@ def _forest_predict_proba(forest: Any, rows: np.ndarray) -> np.ndarray:
     return total
 
 
-def _scaled_logistic_predict_proba(scaler: Any, logistic: Any, rows: np.ndarray) -> np.ndarray:
-    """StandardScaler then LogisticRegression, as their transform and predict_proba compute it,
-    without the validation, tags and array-API dispatch that are 90% of a call on a few rows.
+def _logistic_predict_proba(logistic: Any, rows: np.ndarray) -> np.ndarray:
+    """LogisticRegression.predict_proba's arithmetic, without the validation, tags and array-API
+    dispatch that are 90% of a call on a few rows.
 
     Overflow gives non-finite probabilities here instead of an error; callers refuse those.
     """
-    scaled = rows.copy()
-    if scaler.with_mean:
-        scaled -= scaler.mean_
-    if scaler.with_std:
-        scaled /= scaler.scale_
-    decision: np.ndarray = scaled @ logistic.coef_.T + logistic.intercept_
+    decision: np.ndarray = rows @ logistic.coef_.T + logistic.intercept_
     if len(logistic.classes_) <= 2:  # the logistic function of the one decision column
         positive: np.ndarray = expit(decision.reshape(-1))
         return np.stack([1 - positive, positive], axis=1)
