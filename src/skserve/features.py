@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Literal
 
 Kind = Literal["number", "category"]
@@ -82,7 +83,7 @@ class Feature:
             dtype=entry.get("dtype"),
         )
 
-    @property
+    @cached_property  # asked for each request's values; the categories never change
     def numeric_categories(self) -> bool:
         """Whether the categories are numbers (then a JSON number is a valid value)."""
         return bool(self.categories) and all(
