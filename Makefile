@@ -147,7 +147,7 @@ screenshot: $(INSTALLED) ## Refresh docs/screenshot.png: headless Chromium fills
 
 # ---------------------------------------------------------------------------------------------
 # Benchmark (bench/): skserve against a naive Flask app, side by side, every answer checked.
-#   make bench                                  3 rounds x 5 s per load, both models (~12 min)
+#   make bench                                  3 rounds x 5 s per load: pipeline, forest and the mixed-type penguins model (~16 min, with the thread-pool and bulk steps)
 #   make bench BENCH_ROUNDS=1 BENCH_DURATION=2 BENCH_MODELS=pipeline      a quick look
 #   make bench BENCH_PEERS=mlflow               also MLflow's scoring server (own venv, bench/.peers/)
 #   make bench BENCH_PEERS=floor                also the floor: Flask answering from a table, no model work

@@ -975,7 +975,8 @@ def draw_references(ax: Any, records: list[dict[str, Any]], model: str, first_me
         base = median_of(records, model, BASELINE, "1row_c16_req_s") or 0.0
         line(goal * base, 0.55, 1.45, f"target {goal:g}x baseline", **target)
     elif first_metric == "100rows_c16_rows_s":
-        line(median_of(records, model, "ceiling", "100rows_rows_s") or 0.0, -0.45, 0.45, "", **ceiling)
+        if MODELS[model].numeric:
+            line(median_of(records, model, "ceiling", "100rows_rows_s") or 0.0, -0.45, 0.45, "", **ceiling)
         if model in BATCH_GOALS:
             base = median_of(records, model, BASELINE, first_metric) or 0.0
             line(BATCH_GOALS[model] * base, -0.45, 0.45, f"target {BATCH_GOALS[model]:g}x baseline", **target)
@@ -985,7 +986,7 @@ def draw_references(ax: Any, records: list[dict[str, Any]], model: str, first_me
     elif first_metric == "1row_c1_p99_ms":
         p50 = median_of(records, model, OURS, "1row_c16_p50_ms") or 0.0
         line(3 * p50, 0.55, 1.45, f"target: 3x skserve p50 ({p50:.1f} ms)", **target)
-    elif first_metric == "1row_c16_cpu_ms_per_req":
+    elif first_metric == "1row_c16_cpu_ms_per_req" and MODELS[model].numeric:
         for j, metric in enumerate(("1row_cpu_ms_per_call", "100rows_cpu_ms_per_call")):
             line(median_of(records, model, "ceiling", metric) or 0.0, j - 0.45, j + 0.45, "", **ceiling)
     return max(levels)
