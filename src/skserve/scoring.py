@@ -169,6 +169,8 @@ def _is_nan(value: Any) -> bool:
 def _one_hot(
     lookups: list[tuple[dict[Any, int], int | None]], offsets: np.ndarray, rows: np.ndarray
 ) -> np.ndarray:
+    """OneHotEncoder.transform's values, dense: 1.0 in each row's category column of each feature
+    (NaN's own column when fitting saw missing values), zeros for an unknown category."""
     encoded = np.zeros((len(rows), offsets[-1]), dtype=np.float64)
     for column, (index, nan_at) in enumerate(lookups):
         for row, value in enumerate(rows[:, column].tolist()):
