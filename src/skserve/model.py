@@ -192,11 +192,10 @@ def _scorer(estimator: Any, card: dict[str, Any], model_path: Path) -> Score:
         raise ArtifactError(
             f"{model_path} holds a {type(estimator).__name__}, which has no {method} for {task}"
         )
-    score: Score = (
-        scorer_for(estimator, features_from_card(card)) if task == CLASSIFICATION else estimator.predict
-    )
+    features = features_from_card(card)
+    score: Score = scorer_for(estimator, features) if task == CLASSIFICATION else estimator.predict
     if card.get("input", ARRAY_INPUT) == DATAFRAME_INPUT:
-        return _on_data_frames(score, features_from_card(card))
+        return _on_data_frames(score, features)
     return score
 
 
